@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Each creates .venv when missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := outputs/demo
+DATA := data/shapes
+
+.PHONY: demo test test-slow lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check captioning tests benchmarks
+
+test: lint
+	$(BIN)/pytest -m "not slow" -q
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -m slow -q
+
+demo: $(STAMP)
+	$(BIN)/captioning demo --data $(DATA) --out $(DEMO)
+
+clean:
+	rm -rf $(DEMO) lightning_logs

@@ -1,0 +1,102 @@
+"""The ``captioning`` command.
+
+``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI subcommands (configs in ``configs/``); ``prepare``,
+``caption``, ``evaluate``, ``visualize`` and ``demo`` are plain commands (``captioning/commands.py``). A user
+mistake (:class:`CaptioningError`) prints one line and exits with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+
+from captioning.data.datamodule import CaptionDataModule
+from captioning.errors import CaptioningError
+from captioning.module import CaptioningModule
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+class CaptioningCLI(LightningCLI):
+    """LightningCLI with the data->model links and a best-CIDEr checkpoint callback (``--checkpoint.*``)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.vocabulary_words", "model.vocabulary", apply_on="instantiate")
+        parser.link_arguments("data.image_size", "model.image_size")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/CIDEr",
+                "checkpoint.mode": "max",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+
+    def before_fit(self) -> None:
+        log_dir = self.trainer.log_dir
+        if log_dir and self.trainer.is_global_zero:
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            self.datamodule.vocab.save(Path(log_dir) / "vocab.json")
+
+
+def cli_main(args: Sequence[str]) -> CaptioningCLI:
+    """Runs a LightningCLI subcommand, e.g. ``cli_main(["fit", "--config", "configs/shapes.yaml"])``."""
+    return CaptioningCLI(
+        CaptioningModule,
+        CaptionDataModule,
+        args=list(args),
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": "Train or evaluate a captioner (LightningCLI)."},
+    )
+
+
+USAGE = """usage: captioning COMMAND [options]   (captioning COMMAND --help for each)
+
+training and evaluation (LightningCLI, configs in configs/):
+  fit        train:            captioning fit --config configs/shapes.yaml
+  validate   score a checkpoint on the val split with the Trainer
+  test       score a checkpoint on the test split with the Trainer
+  predict    caption the test split with the Trainer
+
+tools:
+  prepare    make a dataset:   captioning prepare shapes --out data/shapes
+  caption    caption images:   captioning caption IMAGE... --ckpt CKPT
+  evaluate   score a split:    captioning evaluate --ckpt CKPT --data-root DIR --split test --out DIR
+  visualize  attention maps:   captioning visualize IMAGE... --ckpt CKPT --out DIR
+  demo       the whole pipeline on the synthetic shapes set (what `make demo` runs)
+
+--debug (any command): show the traceback of a user error instead of one line.
+"""
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from captioning import commands
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        if not args or args[0] in ("-h", "--help"):
+            print(USAGE, end="")
+        elif args[0] in commands.COMMANDS:
+            commands.COMMANDS[args[0]](args[1:])
+        elif args[0] in LIGHTNING_COMMANDS:
+            cli_main(args)
+        else:
+            raise CaptioningError(f"unknown command {args[0]!r}; see captioning --help")
+    except CaptioningError as e:
+        if debug:
+            raise
+        print(f"captioning: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

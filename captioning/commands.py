@@ -1,0 +1,177 @@
+"""Plain subcommands of ``captioning``: prepare, caption, evaluate, visualize (and demo, in demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+
+from captioning.data.datamodule import CaptionDataModule
+from captioning.data.dataset import image_transform, load_image
+from captioning.data.shapes import generate_shapes
+from captioning.errors import CaptioningError
+from captioning.module import CaptioningModule, load_checkpoint
+from captioning.viz.attention import plot_word_attention
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"captioning {prog}", description=description)
+
+
+def _write_json(path: Path, value: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+# -- prepare ------------------------------------------------------------------------------------------------------
+def prepare(argv: Sequence[str]) -> None:
+    parser = _parser("prepare", "Make a dataset folder the data module reads.")
+    parser.add_argument("dataset", choices=["shapes"], help="shapes: the synthetic captioned shapes set")
+    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    parser.add_argument("--train", type=int, default=4000, help="train images")
+    parser.add_argument("--val", type=int, default=250, help="val images")
+    parser.add_argument("--test", type=int, default=250, help="test images")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=int, default=96, help="square image side in pixels")
+    args = parser.parse_args(argv)
+    counts = generate_shapes(
+        args.out, train=args.train, val=args.val, test=args.test, seed=args.seed, image_size=args.image_size
+    )
+    print(f"wrote {args.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items()))
+
+
+# -- caption / visualize ------------------------------------------------------------------------------------------
+def caption_images(
+    module: CaptioningModule, paths: Sequence[str | Path], *, beam_size: int | None = None
+) -> list[tuple[str, list[str], torch.Tensor, np.ndarray]]:
+    """Captions image files; per image: (caption, words with <eos>, attention (T, N), resized RGB image)."""
+    side = module.hparams.image_size
+    transform = image_transform(side)
+    pictures = [load_image(p) for p in paths]  # raises a one-line error naming a missing or corrupt file
+    images = torch.stack([transform(p) for p in pictures]).to(module.device)  # (B, 3, H, W)
+    captions, generation = module.generate(images, beam_size=beam_size)
+    out = []
+    for picture, caption, tokens, alphas in zip(pictures, captions, generation.tokens, generation.alphas, strict=True):
+        words = caption.split()
+        steps = min(len(words) + 1, tokens.shape[0])  # the words and the <eos> step, if it was reached
+        resized = np.asarray(picture.resize((side, side)))
+        out.append((caption, [*words, "<eos>"][:steps], alphas[:steps], resized))
+    return out
+
+
+def caption(argv: Sequence[str]) -> None:
+    parser = _parser("caption", "Caption images with a trained checkpoint.")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument("--beam-size", type=int, default=None, help="beams (default: the checkpoint's)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of {image, caption}")
+    args = parser.parse_args(argv)
+    module = load_checkpoint(args.ckpt)
+    results = caption_images(module, args.images, beam_size=args.beam_size)
+    if args.json:
+        print(json.dumps([{"image": p, "caption": r[0]} for p, r in zip(args.images, results, strict=True)]))
+    else:
+        for path, result in zip(args.images, results, strict=True):
+            print(f"{path}\t{result[0]}")
+
+
+def visualize(argv: Sequence[str]) -> list[Path]:
+    parser = _parser("visualize", "Draw per-word spatial attention maps over images.")
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument("--beam-size", type=int, default=None, help="beams (default: the checkpoint's)")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the PNG figures")
+    args = parser.parse_args(argv)
+    module = load_checkpoint(args.ckpt)
+    written = []
+    for path, (text, words, alphas, image) in zip(
+        args.images, caption_images(module, args.images, beam_size=args.beam_size), strict=True
+    ):
+        written.append(plot_word_attention(image, words, alphas, args.out / f"{Path(path).stem}_attention.png"))
+        print(f"{written[-1]}\t{text}")
+    return written
+
+
+# -- evaluate -----------------------------------------------------------------------------------------------------
+def run_evaluation(
+    ckpt: str | Path,
+    data_root: str | Path,
+    split: str,
+    out: str | Path,
+    *,
+    beam_size: int | None = None,
+    devices: int = 1,
+    batch_size: int = 64,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json."""
+    if split not in ("val", "test"):
+        raise CaptioningError(f"--split must be val or test, not {split!r}")
+    overrides = {"beam_size": beam_size} if beam_size else {}
+    module = load_checkpoint(ckpt, **overrides)
+    data = CaptionDataModule(
+        str(data_root),
+        image_size=module.hparams.image_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        vocabulary=module.vocab.words,
+    )
+    trainer = pl.Trainer(
+        accelerator="auto" if devices == 1 else "cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    loader = data.val_dataloader() if split == "val" else data.test_dataloader()
+    trainer.test(module, dataloaders=loader, verbose=False)
+    if trainer.is_global_zero:
+        out = Path(out)
+        _write_json(out / "results.json", module.last_results)
+        _write_json(out / "scores.json", module.last_scores)
+        _write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
+        return module.last_scores
+    return {}  # other DDP ranks: rank 0 reports
+
+
+def evaluate(argv: Sequence[str]) -> dict[str, float]:
+    parser = _parser("evaluate", "Caption a split and score it with the COCO metrics.")
+    parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
+    parser.add_argument("--data-root", required=True, help="dataset folder (as for fit's --data.root)")
+    parser.add_argument("--split", choices=["val", "test"], default="test")
+    parser.add_argument("--out", required=True, help="folder for results.json, scores.json, per_image.json")
+    parser.add_argument("--beam-size", type=int, default=None, help="beams (default: the checkpoint's)")
+    parser.add_argument("--devices", type=int, default=1, help="processes; >1 on CPU runs DDP over gloo")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    scores = run_evaluation(
+        args.ckpt,
+        args.data_root,
+        args.split,
+        args.out,
+        beam_size=args.beam_size,
+        devices=args.devices,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+    )
+    if scores:
+        print(json.dumps(scores, indent=2))
+    return scores
+
+
+def _demo(argv: Sequence[str]) -> None:
+    from captioning.demo import main
+
+    main(argv)
+
+
+COMMANDS = {"prepare": prepare, "caption": caption, "evaluate": evaluate, "visualize": visualize, "demo": _demo}

@@ -1,0 +1,1 @@
+"""Datasets: records, readers, the synthetic shapes generator, the torch Dataset and the DataModule."""

@@ -1,0 +1,115 @@
+"""torch Dataset over caption records: image decoding, transforms, caption encoding, collation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from captioning.data.records import CaptionRecord
+from captioning.errors import CaptioningError
+from captioning.vocab import Vocabulary
+
+# torchvision's ImageNet statistics: the encoder's pretrained weights expect them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Sampling = Literal["random_reference", "all_pairs", "images"]
+
+
+def image_transform(image_size: int) -> v2.Compose:
+    """PIL RGB image -> normalized float tensor (3, image_size, image_size)."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((image_size, image_size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Opens an image as RGB, or raises a one-line :class:`CaptioningError` naming the file."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except FileNotFoundError as e:
+        raise CaptioningError(f"{path}: image file not found") from e
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise CaptioningError(f"{path}: cannot read image ({e})") from e
+
+
+class CaptionDataset(Dataset):
+    """Images with their captions.
+
+    Args:
+        records: the split's records.
+        vocab: encodes captions into token ids.
+        image_size: square side the images are resized to.
+        max_len: captions are clipped to this many words.
+        sampling: ``random_reference``: one item per image, a reference drawn at random each time (so each
+            epoch sees one caption per image); ``all_pairs``: one item per (image, caption); ``images``: one
+            item per image with its first caption as target (validation / test).
+    """
+
+    def __init__(
+        self, records: Sequence[CaptionRecord], vocab: Vocabulary, *, image_size: int, max_len: int, sampling: Sampling
+    ) -> None:
+        self.records = list(records)
+        self.vocab = vocab
+        self.max_len = max_len
+        self.sampling = sampling
+        self.transform = image_transform(image_size)
+        if sampling == "all_pairs":
+            self.items = [(i, k) for i, r in enumerate(self.records) for k in range(len(r.captions))]
+        else:
+            self.items = [(i, 0) for i in range(len(self.records))]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        record_index, caption_index = self.items[index]
+        record = self.records[record_index]
+        if self.sampling == "random_reference":
+            # torch's generator: Lightning seeds it per worker, so runs are reproducible.
+            caption_index = int(torch.randint(len(record.captions), ()))
+        tokens = self.vocab.encode(record.captions[caption_index], max_len=self.max_len)
+        return {
+            "image": self.transform(load_image(record.path)),  # (3, H, W)
+            "tokens": torch.tensor(tokens),  # (L,)
+            "image_id": record.image_id,
+            "references": list(record.captions),
+        }
+
+
+@dataclass
+class Batch:
+    """A collated batch. ``tokens`` = [<bos>, words, <eos>, <pad>...]."""
+
+    images: torch.Tensor  # (B, 3, H, W)
+    tokens: torch.Tensor  # (B, T + 1)
+    lengths: torch.Tensor  # (B,) number of non-pad tokens, <bos> and <eos> included
+    image_ids: list[int]
+    references: list[list[str]]
+
+
+def collate(items: list[dict], *, pad: int = 0) -> Batch:
+    lengths = torch.tensor([len(item["tokens"]) for item in items])
+    tokens = torch.full((len(items), int(lengths.max())), pad, dtype=torch.long)
+    for row, item in enumerate(items):
+        tokens[row, : len(item["tokens"])] = item["tokens"]
+    return Batch(
+        images=torch.stack([item["image"] for item in items]),
+        tokens=tokens,
+        lengths=lengths,
+        image_ids=[item["image_id"] for item in items],
+        references=[item["references"] for item in items],
+    )

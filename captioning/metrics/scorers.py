@@ -1,0 +1,272 @@
+"""COCO caption metrics: pycocoevalcap's scorers as pure functions over pre-tokenized text.
+
+Metrics and papers:
+
+- BLEU-1..4: Papineni et al., "BLEU: a Method for Automatic Evaluation of Machine Translation", ACL 2002
+  (ACL Anthology P02-1040).
+- METEOR 1.5: Denkowski & Lavie, "Meteor Universal: Language Specific Translation Evaluation for Any Target
+  Language", WMT 2014 (W14-3348); Java, run with ``-l en -norm``.
+- ROUGE-L: Lin, "ROUGE: A Package for Automatic Evaluation of Summaries", ACL workshop 2004 (W04-1013); LCS
+  F-measure with beta = 1.2.
+- CIDEr-D: Vedantam, Zitnick & Parikh, "CIDEr: Consensus-based Image Description Evaluation", CVPR 2015,
+  arXiv 1411.5726.
+
+Every number is pycocoevalcap's (1.2): each function feeds its scorer (``Bleu(4)``, ``Meteor()``, ``Rouge()``,
+``Cider()``) the ``{id: [candidate]}`` and ``{id: references}`` dicts it expects. Conventions (REFERENCE.md
+section 5):
+
+- Input is already tokenized the COCO way (lowercased, punctuation dropped, tokens joined by single spaces):
+  run :func:`~captioning.metrics.tokenize.ptb_tokenize` on raw text first, or let :func:`coco_scores` do it.
+- Candidates ``{id: str}`` hold exactly one caption per image (dedupe by image id first); references
+  ``{id: [str, ...]}`` at least one each; both have the same ids. An empty candidate is valid and scores 0.
+- Per-image score lists follow ``sorted(candidates)``, the image ids in ascending order.
+- Corpus scores are corpus-level, not averages you can rebuild from shards: BLEU sums n-gram counts over the
+  corpus (brevity penalty against the closest reference length), METEOR aggregates its statistics, and CIDEr-D's
+  IDF comes from the references of the images being scored (``log N`` for N images). Score a whole split in one
+  call. ROUGE-L and CIDEr-D corpus scores are the means of the per-image scores.
+- CIDEr-D: n = 1..4, Gaussian length penalty with sigma = 6, clipped n-gram counts, x10. With a single image every
+  CIDEr-D score is 0 (each n-gram's IDF is log 1 - log 1).
+- Scores lie in [0, 1] (CIDEr-D in [0, 10]); papers report them x100.
+"""
+
+import contextlib
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.meteor.meteor import Meteor
+from pycocoevalcap.rouge.rouge import Rouge
+from tqdm import tqdm
+
+from captioning.errors import CaptioningError
+from captioning.metrics.tokenize import ptb_tokenize
+
+METRICS = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
+BLEU_NAMES = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4")
+
+# METEOR talks to Java one line per caption; Java's readLine() also ends a line at "\r".
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def bleu(
+    candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """BLEU-1..4 as pycocoevalcap computes them (``option="closest"``).
+
+    Args:
+        candidates: Image id -> tokenized candidate caption.
+        references: Image id -> tokenized reference captions.
+
+    Returns:
+        Corpus scores ``{"Bleu_1": ..., "Bleu_4": ...}`` and per-image scores under the same names, in
+        ``sorted(candidates)`` order. The per-image values are pycocoevalcap's smoothed sentence-level BLEU; their
+        mean is not the corpus score.
+    """
+    res, gts = _coco_format(candidates, references)
+    # verbose=0: Bleu otherwise prints its n-gram totals to stdout.
+    score, scores = Bleu(4).compute_score(gts, res, verbose=0)
+    corpus = {name: float(value) for name, value in zip(BLEU_NAMES, score, strict=True)}
+    per_image = {name: [float(value) for value in values] for name, values in zip(BLEU_NAMES, scores, strict=True)}
+    return corpus, per_image
+
+
+def meteor(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]) -> tuple[float, list[float]]:
+    """METEOR 1.5 through pycocoevalcap's Java wrapper.
+
+    Starts one JVM (about 5 s, up to 2 GB heap) and stops it before returning, also on errors.
+
+    Args:
+        candidates: Image id -> tokenized candidate caption.
+        references: Image id -> tokenized reference captions.
+
+    Returns:
+        The corpus score (from METEOR's aggregated statistics, not the mean of the per-image scores) and the
+        per-image scores in ``sorted(candidates)`` order.
+
+    Raises:
+        ValueError: On mismatched ids, an image without references, or a caption holding a line break.
+        CaptioningError: If ``java`` is missing or the METEOR process died.
+    """
+    res, gts = _coco_format(candidates, references)
+    for image_id in res:
+        if any(_LINE_BREAK.search(text) for text in (*res[image_id], *gts[image_id])):
+            raise ValueError(f"image id {image_id!r}: a caption holds a line break, which would desync METEOR")
+    if shutil.which("java") is None:  # checked first: a Meteor() whose JVM failed to start breaks in __del__
+        raise CaptioningError("METEOR 1.5 is a Java program and needs Java: no `java` on the PATH")
+    scorer = Meteor()
+    try:
+        score, scores = scorer.compute_score(gts, res)
+    except (ValueError, OSError) as error:
+        # A dead JVM (e.g. one that could not reserve its 2 GB heap) breaks the pipe, or answers b"", which float()
+        # rejects. It may close its output a moment before it exits.
+        process = scorer.meteor_p
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5)
+        if process.returncode is None:
+            raise
+        detail = process.stderr.read().decode(errors="replace").strip().splitlines()
+        message = detail[-1] if detail else "no message"
+        raise CaptioningError(f"METEOR's Java process exited with code {process.returncode}: {message}") from error
+    finally:
+        _close_meteor(scorer)
+    return float(score), [float(value) for value in scores]
+
+
+def rouge_l(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]) -> tuple[float, list[float]]:
+    """ROUGE-L: LCS F-measure (beta = 1.2) of the highest LCS precision and highest recall over the references.
+
+    pycocoevalcap splits captions on single spaces, so a doubled space counts as an empty token.
+
+    Args:
+        candidates: Image id -> tokenized candidate caption.
+        references: Image id -> tokenized reference captions.
+
+    Returns:
+        The corpus score (mean of the per-image scores) and the per-image scores in ``sorted(candidates)`` order.
+    """
+    res, gts = _coco_format(candidates, references)
+    score, scores = Rouge().compute_score(gts, res)
+    return float(score), [float(value) for value in scores]
+
+
+def cider_d(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]) -> tuple[float, list[float]]:
+    """CIDEr-D (pycocoevalcap's ``Cider``), with document frequencies from ``references``.
+
+    Scores depend on the whole set of images: IDF comes from their references. With a single image all are 0.
+
+    Args:
+        candidates: Image id -> tokenized candidate caption.
+        references: Image id -> tokenized reference captions.
+
+    Returns:
+        The corpus score (mean of the per-image scores) and the per-image scores in ``sorted(candidates)`` order.
+
+    Raises:
+        ValueError: On mismatched ids, an image without references, or references without a single token.
+    """
+    res, gts = _coco_format(candidates, references)
+    if not any(text.split() for refs in gts.values() for text in refs):
+        raise ValueError("CIDEr-D needs references with at least one token")
+    score, scores = Cider().compute_score(gts, res)
+    return float(score), [float(value) for value in scores]
+
+
+def coco_scores(
+    candidates: Mapping[int, str],
+    references: Mapping[int, Sequence[str]],
+    *,
+    metrics: Sequence[str] = METRICS,
+    tokenize: bool = True,
+    show_progress: bool = False,
+) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """The COCO caption evaluation: optional PTB tokenization, then each selected metric on its own.
+
+    Unlike ``COCOEvalCap.evaluate()``, one metric failing (SPICE, which needs a download, is not offered) cannot take
+    the others down.
+
+    Args:
+        candidates: Image id -> candidate caption, raw if ``tokenize`` else tokenized.
+        references: Image id -> reference captions, raw if ``tokenize`` else tokenized.
+        metrics: Any of ``"Bleu"`` (gives Bleu_1..Bleu_4), ``"METEOR"``, ``"ROUGE_L"``, ``"CIDEr"``.
+        tokenize: Run :func:`~captioning.metrics.tokenize.ptb_tokenize` on both sides first.
+        show_progress: Show a tqdm bar over the metrics.
+
+    Returns:
+        Corpus scores under pycocoevalcap's names (Bleu_1..Bleu_4, METEOR, ROUGE_L, CIDEr) and per-image scores
+        ``{image_id: {name: score}}`` with image ids in ascending order.
+    """
+    unknown = [name for name in metrics if name not in METRICS]
+    if unknown or not metrics:
+        raise ValueError(f"metrics must be a non-empty selection of {METRICS}, got {tuple(metrics)}")
+    _check_inputs(candidates, references)
+    if tokenize:
+        references = ptb_tokenize(references)
+        candidates = {image_id: texts[0] for image_id, texts in ptb_tokenize(_as_lists(candidates)).items()}
+
+    corpus: dict[str, float] = {}
+    columns: dict[str, list[float]] = {}
+    for name in tqdm(metrics, desc="COCO metrics", disable=not show_progress):
+        if name == "Bleu":
+            bleu_corpus, bleu_per_image = bleu(candidates, references)
+            corpus |= bleu_corpus
+            columns |= bleu_per_image
+            continue
+        score_fn = {"METEOR": meteor, "ROUGE_L": rouge_l, "CIDEr": cider_d}[name]
+        corpus[name], columns[name] = score_fn(candidates, references)
+
+    image_ids = sorted(candidates)
+    per_image = {
+        image_id: {name: values[i] for name, values in columns.items()} for i, image_id in enumerate(image_ids)
+    }
+    return corpus, per_image
+
+
+def _coco_format(
+    candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]
+) -> tuple[dict[int, list[str]], dict[int, list[str]]]:
+    """Check the inputs and build pycocoevalcap's ``res`` and ``gts`` dicts, both in ``sorted(candidates)`` order.
+
+    pycocoevalcap's scorers return per-image scores in the order of the dicts' keys; sorting here makes that order
+    explicit. They also insist on real lists (``type(x) is list``).
+    """
+    _check_inputs(candidates, references)
+    image_ids = sorted(candidates)
+    res = {image_id: [candidates[image_id]] for image_id in image_ids}
+    gts = {image_id: list(references[image_id]) for image_id in image_ids}
+    return res, gts
+
+
+def _check_inputs(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]) -> None:
+    if not candidates:
+        raise ValueError("no candidates to score")
+    missing = set(candidates) - set(references)
+    extra = set(references) - set(candidates)
+    if missing or extra:
+        raise ValueError(
+            "candidates and references must have the same image ids: "
+            f"no references for {_some(missing)}, no candidate for {_some(extra)}"
+        )
+    for image_id, text in candidates.items():
+        if not isinstance(text, str):
+            raise ValueError(f"candidates[{image_id!r}] must be one caption (a string), got {text!r}")
+    for image_id, refs in references.items():
+        if isinstance(refs, str) or not refs or not all(isinstance(ref, str) for ref in refs):
+            raise ValueError(f"references[{image_id!r}] must be a non-empty list of strings, got {refs!r}")
+
+
+def _some(image_ids: Iterable[int], limit: int = 5) -> str:
+    """Name up to ``limit`` ids for an error message."""
+    try:
+        ordered = sorted(image_ids)
+    except TypeError:  # ids of mixed types, e.g. "1" and 1: a common cause of mismatches
+        ordered = sorted(image_ids, key=repr)
+    if not ordered:
+        return "none"
+    more = f" and {len(ordered) - limit} more" if len(ordered) > limit else ""
+    return ", ".join(repr(image_id) for image_id in ordered[:limit]) + more
+
+
+def _as_lists(candidates: Mapping[int, str]) -> dict[int, list[str]]:
+    return {image_id: [text] for image_id, text in candidates.items()}
+
+
+def _close_meteor(scorer: Meteor) -> None:
+    """Stop METEOR's JVM now rather than whenever ``Meteor.__del__`` runs."""
+    # compute_score() keeps its lock when it raises, and __del__ takes the same lock: release it, or the garbage
+    # collector would block forever. Nobody else holds this instance, so the lock is ours.
+    if scorer.lock.locked():
+        scorer.lock.release()
+    close = getattr(scorer, "close", None)
+    if callable(close):
+        close()
+        return
+    process = scorer.meteor_p
+    process.kill()
+    process.wait()
+    for stream in (process.stdin, process.stdout, process.stderr):
+        # stdin may still buffer a line for the dead JVM, whose flush on close raises BrokenPipeError.
+        with contextlib.suppress(BrokenPipeError):
+            stream.close()

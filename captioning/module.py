@@ -1,0 +1,173 @@
+"""LightningModule: cross-entropy training with the doubly stochastic attention term, generation-based evaluation.
+
+Loss (Xu et al. 2015, eq. 14):  L = -sum_t log p(y_t) + lambda * sum_i (1 - sum_t alpha_ti)^2
+The cross-entropy is averaged over non-pad target tokens; the attention term over images. Validation and test
+*generate* captions (beam search, greedy at beam size 1) and score the whole split with the COCO metrics.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from lightning_fabric.utilities.data import AttributeDict
+
+from captioning.data.dataset import Batch
+from captioning.decoding import Generation, beam_search
+from captioning.errors import CaptioningError
+from captioning.metrics.evaluator import CaptionEvaluator
+from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
+from captioning.vocab import Vocabulary
+
+
+def caption_loss(
+    logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor, *, pad: int, attention_reg: float
+) -> dict[str, torch.Tensor]:
+    """Xu et al. eq. 14 over a padded batch: logits (B, T, V), alphas (B, T, N), targets (B, T).
+
+    Positions whose target is ``pad`` count nowhere: not in the cross-entropy mean, not in the attention sums.
+    (With the ``none`` attention the weights are uniform and the second term is a gradient-free constant.)
+    """
+    xe = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad)
+    mask = (targets != pad).to(alphas.dtype)  # (B, T)
+    coverage = (alphas * mask[..., None]).sum(dim=1)  # (B, N): sum_t alpha_ti over real words
+    reg = ((1.0 - coverage) ** 2).sum(dim=1).mean()
+    return {"loss": xe + attention_reg * reg, "xe": xe, "attention_reg": reg}
+
+
+class CaptioningModule(pl.LightningModule):
+    """Trains and evaluates a :class:`Captioner`.
+
+    Args:
+        vocabulary: the word list (linked from the data module by the CLI); checkpoints carry it.
+        encoder: CNN encoder settings.
+        decoder: LSTM decoder settings.
+        blind: zero the image features (the language-prior baseline).
+        image_size: the square input side the model is trained on (linked from the data module; ``caption`` uses it).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        attention_reg: lambda of the doubly stochastic attention term (0 disables it).
+        max_len: longest generated caption, in words.
+        beam_size: beams for validation/test/predict generation (1 = greedy).
+        metrics: pycocoevalcap metrics computed at validation and test.
+    """
+
+    def __init__(
+        self,
+        vocabulary: list[str],
+        *,
+        encoder: EncoderSpec = EncoderSpec(),  # noqa: B008 - frozen dataclass: immutable default
+        decoder: DecoderSpec = DecoderSpec(),  # noqa: B008
+        blind: bool = False,
+        image_size: int = 224,
+        lr: float = 4e-4,
+        weight_decay: float = 1e-4,
+        attention_reg: float = 1.0,
+        max_len: int = 16,
+        beam_size: int = 1,
+        metrics: tuple[str, ...] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr"),
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.vocab = Vocabulary(vocabulary)
+        self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind)
+        self.evaluator = CaptionEvaluator(metrics)
+        self.last_scores: dict[str, float] = {}
+        self.last_per_image: dict[int, dict[str, float]] = {}
+        self.last_results: list[dict] = []
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]  # (B, T) each
+        logits, alphas = self.captioner(batch.images, inputs)  # (B, T, V), (B, T, N)
+        return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        losses = self.loss(batch)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=len(batch.image_ids))
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=len(batch.image_ids))
+        return losses["loss"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+
+    # -- generation -------------------------------------------------------------------------------------------------
+    def generate(self, images: torch.Tensor, *, beam_size: int | None = None) -> tuple[list[str], Generation]:
+        """images (B, 3, H, W) -> captions and the raw generation (tokens, scores, attention maps)."""
+        generation = beam_search(
+            self.captioner,
+            images,
+            bos=self.vocab.bos,
+            eos=self.vocab.eos,
+            max_len=self.hparams.max_len,
+            beam_size=beam_size or self.hparams.beam_size,
+        )
+        return [self.vocab.decode(row) for row in generation.tokens], generation
+
+    # -- evaluation -------------------------------------------------------------------------------------------------
+    def _eval_step(self, batch: Batch, stage: str) -> None:
+        self.log(f"{stage}/loss", self.loss(batch)["xe"], batch_size=len(batch.image_ids), sync_dist=True)
+        captions, _ = self.generate(batch.images)
+        self.evaluator.add(batch.image_ids, captions, batch.references)
+
+    def _eval_epoch_end(self, stage: str) -> None:
+        if self.trainer.sanity_checking:  # a 2-batch sanity run would log meaningless split scores
+            self.evaluator.reset()
+            return
+        self.last_scores, self.last_per_image = self.evaluator.compute()
+        self.last_results = self.evaluator.results()
+        self.evaluator.reset()
+        # Every rank holds the same broadcast scores, so no further reduction is needed.
+        self.log_dict({f"{stage}/{k}": v for k, v in self.last_scores.items()}, prog_bar=stage == "val")
+
+    def on_validation_epoch_start(self) -> None:
+        self.evaluator.reset()
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_epoch_end("val")
+
+    def on_test_epoch_start(self) -> None:
+        self.evaluator.reset()
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_epoch_end("test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
+        captions, _ = self.generate(batch.images)
+        return [{"image_id": i, "caption": c} for i, c in zip(batch.image_ids, captions, strict=True)]
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", **overrides) -> CaptioningModule:
+    """Loads a module from a checkpoint alone (vocabulary and settings are inside it).
+
+    ``overrides`` replace saved hyperparameters that do not change the weights (``beam_size``, ``max_len``).
+
+    Uses ``weights_only`` unpickling: only tensors, containers and this project's plain settings classes are
+    accepted, so a checkpoint from an untrusted source cannot run code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CaptioningError(f"{path}: checkpoint not found")
+    try:
+        with torch.serialization.safe_globals([EncoderSpec, DecoderSpec, AttributeDict]):
+            module = CaptioningModule.load_from_checkpoint(
+                path, map_location=map_location, weights_only=True, **overrides
+            )
+    except pickle.UnpicklingError as e:
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        reason = f"it holds {unsafe.group(1)}, which weights-only loading refuses" if unsafe else "unpickling failed"
+        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({reason})") from e
+    except (RuntimeError, KeyError, EOFError, ValueError, TypeError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({first_line})") from e
+    return module.eval()

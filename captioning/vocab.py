@@ -1,0 +1,84 @@
+"""Caption vocabulary: nltk Treebank tokenization, train-split counts, special tokens, JSON round trip.
+
+Conventions (../shared/REFERENCE.md section 4): lowercase, punctuation dropped, captions clipped to ``max_len``
+words, words below ``min_count`` map to ``<unk>``. The vocabulary is built from the train split only, so no
+val/test word leaks into training (the older convention counts every split; see the README).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from nltk.tokenize import TreebankWordTokenizer
+
+from captioning.errors import CaptioningError
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)
+
+# Treebank needs no downloaded model data (nltk's punkt-based word_tokenize does, and this machine has no
+# internet). The tokenizer object holds only compiled regexes.
+_TREEBANK = TreebankWordTokenizer()
+
+
+def tokenize(caption: str) -> list[str]:
+    """Lowercase, Treebank-tokenize and drop tokens without a letter or digit (punctuation)."""
+    return [token for token in _TREEBANK.tokenize(caption.lower()) if any(ch.isalnum() for ch in token)]
+
+
+class Vocabulary:
+    """Word <-> index mapping. Indices 0..3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        if tuple(words[: len(SPECIALS)]) != SPECIALS:
+            raise ValueError(f"a vocabulary must start with the special tokens {SPECIALS}, got {list(words[:4])}")
+        if len(set(words)) != len(words):
+            raise ValueError("vocabulary words must be unique")
+        self.words: list[str] = list(words)
+        self.index = {word: i for i, word in enumerate(self.words)}
+        self.pad, self.bos, self.eos, self.unk = (self.index[s] for s in SPECIALS)
+
+    @classmethod
+    def build(cls, captions: Iterable[str], *, min_count: int = 1) -> Vocabulary:
+        """Counts words over ``captions`` (the train split's) and keeps those seen at least ``min_count`` times.
+
+        Words are sorted by decreasing count, then alphabetically, so the result is deterministic.
+        """
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count}")
+        counts = Counter(word for caption in captions for word in tokenize(caption))
+        kept = sorted((w for w, c in counts.items() if c >= min_count), key=lambda w: (-counts[w], w))
+        return cls([*SPECIALS, *kept])
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def encode(self, caption: str, *, max_len: int) -> list[int]:
+        """Caption -> ``[<bos>, w_1 .. w_n, <eos>]`` with n clipped to ``max_len`` and unknown words as ``<unk>``."""
+        ids = [self.index.get(word, self.unk) for word in tokenize(caption)[:max_len]]
+        return [self.bos, *ids, self.eos]
+
+    def decode(self, ids: Iterable[int] | torch.Tensor) -> str:
+        """Indices -> caption text; stops at ``<eos>`` and skips ``<bos>`` and ``<pad>``."""
+        words = []
+        for i in ids.tolist() if isinstance(ids, torch.Tensor) else ids:
+            if i == self.eos:
+                break
+            if i not in (self.bos, self.pad):
+                words.append(self.words[i])
+        return " ".join(words)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"words": self.words}, indent=0) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        try:
+            words = json.loads(Path(path).read_text())["words"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise CaptioningError(f"{path}: not a readable vocabulary file ({e})") from e
+        return cls(words)

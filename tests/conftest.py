@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from captioning.data.dataset import Batch
+from captioning.models.captioner import DecoderSpec, EncoderSpec
+from captioning.module import CaptioningModule
+from captioning.vocab import SPECIALS
+
+WORDS = [*SPECIALS, *(f"w{i}" for i in range(7))]  # V = 11
+
+
+def tiny_module(attention: str = "soft", **kwargs) -> CaptioningModule:
+    torch.manual_seed(0)
+    return CaptioningModule(
+        WORDS,
+        encoder=EncoderSpec(depth=18, attention="cbam", width=8),
+        decoder=DecoderSpec(attention=attention, embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0),
+        image_size=64,
+        max_len=5,
+        **kwargs,
+    )
+
+
+def tiny_batch(batch_size: int = 2, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(4, len(WORDS), (batch_size, 7), generator=g)  # (B, T + 1)
+    tokens[:, 0] = 1  # <bos>
+    lengths = torch.tensor([7, 5][:batch_size] + [6] * max(0, batch_size - 2))
+    for row, length in enumerate(lengths):
+        tokens[row, length - 1] = 2  # <eos>
+        tokens[row, length:] = 0  # <pad>
+    return Batch(
+        images=torch.randn(batch_size, 3, 64, 64, generator=g),
+        tokens=tokens,
+        lengths=lengths,
+        image_ids=list(range(batch_size)),
+        references=[["w1 w2"]] * batch_size,
+    )
+
+
+@pytest.fixture
+def module() -> CaptioningModule:
+    return tiny_module()

@@ -1,0 +1,78 @@
+"""Backbone attention: exact parameter counts (REFERENCE.md section 1), structure, shapes, ImageNet loading."""
+
+import pytest
+import torch
+
+from captioning.errors import CaptioningError
+from captioning.models.attention.cbam import CBAM, SE, SpatialAttention
+from captioning.models.backbones import AttentiveBasicBlock, AttentiveBottleneck, cbam_resnet, load_imagenet_weights
+
+# ../shared/REFERENCE.md section 1: torchvision v1.5 layout, 1000-class head, biased MLP r=16.
+PARAMS = {
+    18: (11_689_512, 11_778_592, 11_779_392),
+    34: (21_797_672, 21_958_868, 21_960_468),
+    50: (25_557_032, 28_088_024, 28_089_624),
+    101: (44_549_160, 49_326_872, 49_330_172),
+    152: (60_192_808, 66_821_848, 66_826_848),
+}
+
+
+@pytest.mark.parametrize("depth", sorted(PARAMS))
+def test_parameter_counts_match_the_paper_layout(depth):
+    counts = tuple(sum(p.numel() for p in cbam_resnet(depth, a).parameters()) for a in (None, "se", "cbam"))
+    assert counts == PARAMS[depth]
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_every_block_holds_exactly_one_spatial_gate(depth):
+    model = cbam_resnet(depth, "cbam")
+    blocks = [m for m in model.modules() if isinstance(m, AttentiveBasicBlock | AttentiveBottleneck)]
+    assert len(blocks) == {18: 8, 50: 16}[depth]
+    for block in blocks:
+        gates = [m for m in block.modules() if isinstance(m, SpatialAttention)]
+        assert len(gates) == 1 and isinstance(block.attention, CBAM)
+        assert gates[0].conv.weight.shape == (1, 2, 7, 7) and gates[0].conv.bias is None
+        assert torch.all(gates[0].bn.weight == 0)  # official zero-init: every gate starts at 0.5
+    assert all(isinstance(b.attention, SE) for b in cbam_resnet(depth, "se").modules() if hasattr(b, "attention"))
+
+
+def test_plain_variant_has_torchvision_state_dict_keys():
+    import torchvision
+
+    assert cbam_resnet(50).state_dict().keys() == torchvision.models.resnet50().state_dict().keys()
+
+
+@pytest.mark.parametrize("attention", [None, "se", "cbam"])
+def test_small_width_forward_backward(attention):
+    model = cbam_resnet(18, attention, num_classes=5, width=8)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_imagenet_weights_without_internet_fail_with_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: the weights must be downloaded
+    import torchvision.models._api as api
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(api, "load_state_dict_from_url", offline)
+    with pytest.raises(CaptioningError) as error:
+        load_imagenet_weights(cbam_resnet(18, "cbam"), 18, "IMAGENET1K_V1")
+    assert "\n" not in str(error.value) and "resnet18" in str(error.value) and "weights: null" in str(error.value)
+
+
+def test_imagenet_weights_load_every_matching_tensor(monkeypatch, tmp_path):
+    import torchvision
+    import torchvision.models._api as api
+
+    reference = torchvision.models.resnet18().state_dict()
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: reference)
+    model = cbam_resnet(18, "cbam")
+    missing = load_imagenet_weights(model, 18, "IMAGENET1K_V1")
+    assert missing and all(".attention." in name for name in missing)
+    # per block: two MLP layers (weight, bias), the 7x7 conv, its BN's weight, bias, running mean and variance
+    assert len(missing) == 8 * 9
+    torch.testing.assert_close(model.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])

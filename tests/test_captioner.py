@@ -1,0 +1,137 @@
+"""The captioner: shapes, gradients, the loss mask, and decoding (beam search, greedy) on tiny tensors."""
+
+import pytest
+import torch
+from conftest import WORDS, tiny_batch, tiny_module
+
+from captioning.decoding import beam_search, greedy
+from captioning.module import caption_loss
+
+
+@pytest.mark.parametrize("attention", ["none", "soft"])
+def test_forward_shapes_and_attention_normalized(attention):
+    module = tiny_module(attention)
+    batch = tiny_batch()
+    logits, alphas = module.captioner(batch.images, batch.tokens[:, :-1])
+    assert logits.shape == (2, 6, len(WORDS))
+    assert alphas.shape == (2, 6, 4)  # 64 px / 32 = 2 x 2 locations
+    torch.testing.assert_close(alphas.sum(-1), torch.ones(2, 6))  # softmax over locations, per image and step
+
+
+@pytest.mark.parametrize("attention", ["none", "soft"])
+def test_every_parameter_gets_a_gradient(attention):
+    module = tiny_module(attention)
+    module.loss(tiny_batch(4))["loss"].backward()
+    missing = [n for n, p in module.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    assert all(p.grad.abs().sum() > 0 for n, p in module.named_parameters() if "attention." in n and "decoder" in n)
+
+
+def test_loss_ignores_padding():
+    g = torch.Generator().manual_seed(0)
+    logits, alphas = torch.randn(2, 6, 11, generator=g), torch.rand(2, 6, 4, generator=g).softmax(-1)
+    targets = tiny_batch().tokens[:, 1:]  # the second caption is padded from position 4
+    pad = targets == 0
+    assert pad.any()
+    loss = caption_loss(logits, alphas, targets, pad=0, attention_reg=1.0)
+    noisy_logits = torch.where(pad[..., None], torch.randn(2, 6, 11, generator=g) * 10, logits)
+    noisy_alphas = torch.where(pad[..., None], torch.rand(2, 6, 4, generator=g), alphas)
+    noisy = caption_loss(noisy_logits, noisy_alphas, targets, pad=0, attention_reg=1.0)
+    for key in ("loss", "xe", "attention_reg"):
+        torch.testing.assert_close(noisy[key], loss[key])
+    # a change at a real (non-pad) position does change it
+    logits[0, 0, targets[0, 0]] += 5.0
+    assert not torch.allclose(caption_loss(logits, alphas, targets, pad=0, attention_reg=1.0)["xe"], loss["xe"])
+
+
+def test_pad_positions_do_not_change_the_loss(module):
+    module.eval()
+    batch = tiny_batch()
+    reference = module.loss(batch)["loss"]
+    longer = torch.cat([batch.tokens, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # extra padding columns
+    batch.tokens = longer
+    torch.testing.assert_close(module.loss(batch)["loss"], reference)
+
+
+def _manual_greedy(module, images, max_len):
+    captioner = module.captioner
+    memory = captioner.encode(images)
+    state = captioner.init_state(memory)
+    tokens = torch.full((images.shape[0],), module.vocab.bos)
+    out = []
+    for _ in range(max_len):
+        logits, state, _ = captioner.step(tokens, state, memory)
+        tokens = logits.argmax(-1)
+        out.append(tokens)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("attention", ["none", "soft"])
+def test_greedy_equals_a_manual_argmax_loop(attention):
+    module = tiny_module(attention).eval()
+    images = tiny_batch(3).images
+    generation = greedy(module.captioner, images, bos=1, eos=2, max_len=5)
+    manual = _manual_greedy(module, images, 5)
+    for row, expected in zip(generation.tokens, manual, strict=True):
+        n = int((expected == 2).nonzero()[0]) + 1 if (expected == 2).any() else 5
+        assert row[:n].tolist() == expected[:n].tolist()
+    assert generation.alphas.shape[:2] == generation.tokens.shape
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_batched_beam_search_equals_per_image_search(beam_size):
+    module = tiny_module().eval()
+    images = tiny_batch(4).images
+    batched = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=beam_size)
+    for i in range(4):
+        alone = beam_search(module.captioner, images[i : i + 1], bos=1, eos=2, max_len=5, beam_size=beam_size)
+        steps = alone.tokens.shape[1]
+        assert batched.tokens[i, :steps].tolist() == alone.tokens[0].tolist()
+        torch.testing.assert_close(batched.scores[i], alone.scores[0])
+
+
+def test_beam_search_scores_are_sequence_log_probabilities():
+    module = tiny_module().eval()
+    images = tiny_batch(2).images
+    generation = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=3)
+    captioner = module.captioner
+    for i in range(2):
+        memory = captioner.encode(images[i : i + 1])
+        state = captioner.init_state(memory)
+        token, total = torch.tensor([1]), 0.0
+        for word in generation.tokens[i].tolist():
+            logits, state, _ = captioner.step(token, state, memory)
+            total += float(torch.log_softmax(logits, -1)[0, word].detach())
+            token = torch.tensor([word])
+            if word == 2:
+                break
+        assert total == pytest.approx(float(generation.scores[i]), abs=1e-4)
+    assert (generation.scores <= 0).all()
+
+
+def test_beam_search_improves_on_greedy_score():
+    module = tiny_module().eval()
+    images = tiny_batch(4).images
+    g = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=1)
+    b = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=4)
+    assert (b.scores >= g.scores - 1e-5).all()
+
+
+def test_a_model_that_never_ends_still_returns_max_length_captions():
+    module = tiny_module().eval()
+    with torch.no_grad():
+        module.captioner.decoder.output.bias[2] = -1e4  # <eos> never wins
+    for beam_size in (1, 3):
+        generation = beam_search(module.captioner, tiny_batch(2).images, bos=1, eos=2, max_len=5, beam_size=beam_size)
+        assert generation.tokens.shape == (2, 6)
+        assert (generation.tokens[:, -1] == 2).all()  # ended by force after max_len words
+        captions = [module.vocab.decode(t) for t in generation.tokens]
+        assert all(len(c.split()) == 5 for c in captions)
+
+
+def test_blind_model_ignores_the_image():
+    module = tiny_module(blind=True).eval()
+    batch = tiny_batch(2)
+    a, _ = module.captioner(batch.images, batch.tokens[:, :-1])
+    b, _ = module.captioner(torch.randn_like(batch.images), batch.tokens[:, :-1])
+    torch.testing.assert_close(a, b)

@@ -1,0 +1,123 @@
+"""End to end through the command line: prepare, fit (LightningCLI), checkpoint round trip, evaluate, caption,
+visualize, and one-line errors for user mistakes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from captioning.cli import cli_main, main
+from captioning.data.shapes import generate_shapes
+from captioning.module import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+CAPTIONING = [sys.executable, "-m", "captioning.cli"]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("shapes")
+    generate_shapes(root, train=48, val=8, test=7, seed=3, image_size=64, show_progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(shapes, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    args = ["--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(shapes)]
+    args += ["--trainer.default_root_dir", str(out), "--checkpoint.dirpath", str(out / "ckpt"), "--trainer.max_epochs", "4"]
+    initial = cli_main(["validate", *args[:4], "--trainer.limit_val_batches", "0"])  # an untrained twin, same seed
+    batch = next(iter(initial.datamodule.train_dataloader()))
+    before = float(initial.model.loss(batch)["xe"].detach())
+    cli = cli_main(["fit", *args])
+    after = float(cli.model.loss(batch)["xe"].detach())
+    return {"out": out, "cli": cli, "before": before, "after": after, "shapes": shapes}
+
+
+def test_fit_learns_and_writes_checkpoints_vocab_and_config(run):
+    assert run["after"] < 0.7 * run["before"]
+    out = run["out"]
+    assert (out / "ckpt" / "best.ckpt").is_file() and (out / "ckpt" / "last.ckpt").is_file()
+    log_dir = Path(run["cli"].trainer.log_dir)
+    assert json.loads((log_dir / "vocab.json").read_text())["words"] == run["cli"].datamodule.vocab.words
+    assert (log_dir / "config.yaml").is_file()
+    metrics = run["cli"].trainer.callback_metrics
+    assert {"val/Bleu_4", "val/ROUGE_L", "val/CIDEr"} <= set(metrics)
+
+
+def test_checkpoint_round_trip_gives_identical_greedy_captions(run):
+    trained = run["cli"].model.eval()
+    loaded = load_checkpoint(run["out"] / "ckpt" / "last.ckpt")
+    assert loaded.vocab.words == trained.vocab.words  # the vocabulary travels inside the checkpoint
+    images = next(iter(run["cli"].datamodule.test_dataloader())).images
+    expected, _ = trained.generate(images)
+    got, generation = loaded.generate(images)
+    assert got == expected and all(isinstance(c, str) for c in got)
+    assert any(c for c in got)
+
+
+def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
+    main(["evaluate", "--ckpt", str(run["out"] / "ckpt" / "best.ckpt"), "--data-root", str(run["shapes"])]
+         + ["--split", "test", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert sorted(r["image_id"] for r in results) == sorted({r["image_id"] for r in results})
+    assert len(results) == 7
+    assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(scores)
+    assert f'"CIDEr": {scores["CIDEr"]}' in capsys.readouterr().out  # the scores are printed too
+    per_image = json.loads((tmp_path / "per_image.json").read_text())
+    assert len(per_image) == 7
+    assert np.mean([s["CIDEr"] for s in per_image.values()]) == pytest.approx(scores["CIDEr"])
+
+
+def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, capsys):
+    from skimage import data
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(data.astronaut()).save(photo)
+    shape_image = sorted((run["shapes"] / "images" / "test").glob("*.png"))[0]
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    main(["caption", str(shape_image), str(photo), "--ckpt", ckpt])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[0] for line in lines] == [str(shape_image), str(photo)]
+    main(["caption", str(photo), "--ckpt", ckpt, "--json", "--beam-size", "3"])
+    assert json.loads(capsys.readouterr().out)[0]["image"] == str(photo)
+
+    main(["visualize", str(shape_image), "--ckpt", ckpt, "--out", str(tmp_path / "viz")])
+    figure = tmp_path / "viz" / f"{shape_image.stem}_attention.png"
+    assert Image.open(figure).size[0] > 300
+
+
+def _run_cli(*args):
+    return subprocess.run([*CAPTIONING, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_user_errors_are_one_line_without_traceback(run, tmp_path):
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    corrupt = tmp_path / "broken.jpg"
+    buffer = tmp_path / "ok.jpg"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buffer)
+    corrupt.write_bytes(buffer.read_bytes()[:60])  # a truncated JPEG
+    for image, problem in ((tmp_path / "missing.png", "not found"), (corrupt, "cannot read image")):
+        result = _run_cli("caption", str(image), "--ckpt", ckpt)
+        assert result.returncode == 2
+        assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
+        assert str(image) in result.stderr and problem in result.stderr
+    missing_ckpt = _run_cli("caption", str(buffer), "--ckpt", str(tmp_path / "nope.ckpt"))
+    assert missing_ckpt.returncode == 2 and "checkpoint not found" in missing_ckpt.stderr
+
+
+def test_untrusted_checkpoint_is_refused(tmp_path):
+    import collections
+
+    bad = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": collections.OrderedDict(x=print)}, bad)
+    from captioning.errors import CaptioningError
+
+    with pytest.raises(CaptioningError, match="not a readable captioning checkpoint"):
+        load_checkpoint(bad)
