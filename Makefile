@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check captioning tests benchmarks
+	$(BIN)/ruff check captioning tests
+	$(BIN)/ruff format --check captioning tests
 
 test: lint
 	$(BIN)/pytest -m "not slow" -q

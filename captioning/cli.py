@@ -33,7 +33,6 @@ class CaptioningCLI(LightningCLI):
                 "checkpoint.monitor": "val/CIDEr",
                 "checkpoint.mode": "max",
                 "checkpoint.filename": "best",
-                "checkpoint.save_last": True,
                 "checkpoint.auto_insert_metric_name": False,
             }
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import re
 from pathlib import Path
+from typing import Literal
 
 import pytorch_lightning as pl
 import torch
@@ -50,6 +51,7 @@ class CaptioningModule(pl.LightningModule):
         image_size: the square input side the model is trained on (linked from the data module; ``caption`` uses it).
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
+        lr_schedule: ``cosine`` decays the learning rate to 0 over the run, per step; ``constant`` keeps it.
         attention_reg: lambda of the doubly stochastic attention term (0 disables it).
         max_len: longest generated caption, in words.
         beam_size: beams for validation/test/predict generation (1 = greedy).
@@ -66,6 +68,7 @@ class CaptioningModule(pl.LightningModule):
         image_size: int = 224,
         lr: float = 4e-4,
         weight_decay: float = 1e-4,
+        lr_schedule: Literal["constant", "cosine"] = "cosine",
         attention_reg: float = 1.0,
         max_len: int = 16,
         beam_size: int = 1,
@@ -88,12 +91,19 @@ class CaptioningModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         losses = self.loss(batch)
-        self.log_dict({f"train/{k}": v for k, v in losses.items()}, prog_bar=False, batch_size=len(batch.image_ids))
-        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=len(batch.image_ids))
+        size = len(batch.image_ids)
+        self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=size)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
+        self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=size)
         return losses["loss"]
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+    def configure_optimizers(self) -> dict:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        if self.hparams.lr_schedule == "constant":
+            return {"optimizer": optimizer}
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     # -- generation -------------------------------------------------------------------------------------------------
     def generate(self, images: torch.Tensor, *, beam_size: int | None = None) -> tuple[list[str], Generation]:

@@ -135,3 +135,15 @@ def test_blind_model_ignores_the_image():
     a, _ = module.captioner(batch.images, batch.tokens[:, :-1])
     b, _ = module.captioner(torch.randn_like(batch.images), batch.tokens[:, :-1])
     torch.testing.assert_close(a, b)
+
+
+def test_several_captions_per_image_share_one_encoding():
+    module = tiny_module().eval()
+    batch = tiny_batch(2)
+    twice = torch.cat([batch.tokens[:1], batch.tokens[:1], batch.tokens[1:], batch.tokens[1:]])  # image-major, R = 2
+    logits, _ = module.captioner(batch.images, twice[:, :-1])
+    single, _ = module.captioner(batch.images, batch.tokens[:, :-1])
+    torch.testing.assert_close(logits[::2], single)
+    torch.testing.assert_close(logits[1::2], single)
+    with pytest.raises(ValueError, match="split evenly"):
+        module.captioner(batch.images, twice[:3, :-1])

@@ -8,7 +8,7 @@ from PIL import Image
 
 from captioning.data.coco import read_coco_captions, read_karpathy
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.dataset import CaptionDataset
+from captioning.data.dataset import CaptionDataset, collate
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
@@ -91,14 +91,21 @@ def test_dataset_sampling_modes(tmp_path):
     vocab = Vocabulary.build(c for r in records for c in r.captions)
     pairs = CaptionDataset(records, vocab, image_size=16, max_len=8, sampling="all_pairs")
     assert len(pairs) == 6
-    assert vocab.decode(pairs[1]["tokens"]) == "a red ball"
+    assert vocab.decode(pairs[1]["tokens"][0]) == "a red ball"
     per_image = CaptionDataset(records, vocab, image_size=16, max_len=8, sampling="random_reference")
     assert len(per_image) == 3
     torch.manual_seed(0)
-    drawn = {vocab.decode(per_image[0]["tokens"]) for _ in range(30)}
+    drawn = {vocab.decode(per_image[0]["tokens"][0]) for _ in range(30)}
     assert drawn == {"a red circle", "a red ball", "one red disc"}
     item = per_image[0]
     assert item["image"].shape == (3, 16, 16) and item["references"] == CAPTIONS[1]
+    several = CaptionDataset(
+        records, vocab, image_size=16, max_len=8, sampling="random_reference", references_per_image=3
+    )
+    assert sorted(vocab.decode(t) for t in several[0]["tokens"]) == ["a red ball", "a red circle", "one red disc"]
+    assert len(several[2]["tokens"]) == 3  # one caption only: drawn with replacement to keep batches rectangular
+    batch = collate([several[0], several[1]])
+    assert batch.tokens.shape[0] == 6 and batch.images.shape[0] == 2
 
 
 def test_datamodule_builds_vocabulary_from_train_only(tmp_path):

@@ -38,7 +38,8 @@ class CaptionDataModule(pl.LightningDataModule):
         image_size: images are resized to this square side.
         batch_size: images (or pairs) per batch, per process.
         num_workers: loader worker processes.
-        train_sampling: ``random_reference`` (one random caption per image per epoch) or ``all_pairs``.
+        train_sampling: ``random_reference`` (random captions per image per epoch) or ``all_pairs``.
+        references_per_image: with ``random_reference``, captions decoded per encoded training image.
         min_count: words seen fewer times in the train captions become ``<unk>``.
         max_len: captions are clipped to this many words.
         vocabulary: a saved vocabulary (JSON file or word list, e.g. a checkpoint's) instead of building one.
@@ -55,6 +56,7 @@ class CaptionDataModule(pl.LightningDataModule):
         batch_size: int = 64,
         num_workers: int = 2,
         train_sampling: Literal["random_reference", "all_pairs"] = "random_reference",
+        references_per_image: int = 1,
         min_count: int = 1,
         max_len: int = 16,
         vocabulary: str | list[str] | None = None,
@@ -65,7 +67,7 @@ class CaptionDataModule(pl.LightningDataModule):
         self.root = Path(root)
         self.annotations, self.karpathy_file, self.image_dir = annotations, karpathy_file, image_dir
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
-        self.train_sampling, self.max_len = train_sampling, max_len
+        self.train_sampling, self.references_per_image, self.max_len = train_sampling, references_per_image, max_len
         if not self.root.is_dir():
             raise CaptioningError(f"{self.root}: dataset folder not found (for shapes: captioning prepare shapes)")
         if isinstance(vocabulary, list):
@@ -109,6 +111,7 @@ class CaptionDataModule(pl.LightningDataModule):
                 image_size=self.image_size,
                 max_len=self.max_len,
                 sampling=sampling,
+                references_per_image=self.references_per_image,
             )
         return self.datasets[split]
 

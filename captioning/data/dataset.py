@@ -54,18 +54,31 @@ class CaptionDataset(Dataset):
         vocab: encodes captions into token ids.
         image_size: square side the images are resized to.
         max_len: captions are clipped to this many words.
-        sampling: ``random_reference``: one item per image, a reference drawn at random each time (so each
-            epoch sees one caption per image); ``all_pairs``: one item per (image, caption); ``images``: one
-            item per image with its first caption as target (validation / test).
+        sampling: ``random_reference``: one item per image with ``references_per_image`` of its captions drawn
+            at random each time; ``all_pairs``: one item per (image, caption); ``images``: one item per image with
+            its first caption as target (validation / test).
+        references_per_image: captions drawn per image and item with ``random_reference``: the image is encoded
+            once and decoded against each (the ``seq_per_img`` of common captioning code), which gives the CNN
+            several captions' gradient for one forward pass. Drawn without replacement when the image has enough.
     """
 
     def __init__(
-        self, records: Sequence[CaptionRecord], vocab: Vocabulary, *, image_size: int, max_len: int, sampling: Sampling
+        self,
+        records: Sequence[CaptionRecord],
+        vocab: Vocabulary,
+        *,
+        image_size: int,
+        max_len: int,
+        sampling: Sampling,
+        references_per_image: int = 1,
     ) -> None:
+        if references_per_image < 1:
+            raise ValueError(f"references_per_image must be >= 1, got {references_per_image}")
         self.records = list(records)
         self.vocab = vocab
         self.max_len = max_len
         self.sampling = sampling
+        self.references_per_image = references_per_image if sampling == "random_reference" else 1
         self.transform = image_transform(image_size)
         if sampling == "all_pairs":
             self.items = [(i, k) for i, r in enumerate(self.records) for k in range(len(r.captions))]
@@ -78,13 +91,14 @@ class CaptionDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         record_index, caption_index = self.items[index]
         record = self.records[record_index]
+        chosen = [caption_index]
         if self.sampling == "random_reference":
             # torch's generator: Lightning seeds it per worker, so runs are reproducible.
-            caption_index = int(torch.randint(len(record.captions), ()))
-        tokens = self.vocab.encode(record.captions[caption_index], max_len=self.max_len)
+            n, k = len(record.captions), self.references_per_image
+            chosen = torch.randperm(n)[:k].tolist() if n >= k else torch.randint(n, (k,)).tolist()
         return {
             "image": self.transform(load_image(record.path)),  # (3, H, W)
-            "tokens": torch.tensor(tokens),  # (L,)
+            "tokens": [torch.tensor(self.vocab.encode(record.captions[i], max_len=self.max_len)) for i in chosen],
             "image_id": record.image_id,
             "references": list(record.captions),
         }
@@ -92,20 +106,21 @@ class CaptionDataset(Dataset):
 
 @dataclass
 class Batch:
-    """A collated batch. ``tokens`` = [<bos>, words, <eos>, <pad>...]."""
+    """A collated batch. ``tokens`` = [<bos>, words, <eos>, <pad>...], R captions per image, image-major."""
 
     images: torch.Tensor  # (B, 3, H, W)
-    tokens: torch.Tensor  # (B, T + 1)
-    lengths: torch.Tensor  # (B,) number of non-pad tokens, <bos> and <eos> included
+    tokens: torch.Tensor  # (B*R, T + 1)
+    lengths: torch.Tensor  # (B*R,) number of non-pad tokens, <bos> and <eos> included
     image_ids: list[int]
     references: list[list[str]]
 
 
 def collate(items: list[dict], *, pad: int = 0) -> Batch:
-    lengths = torch.tensor([len(item["tokens"]) for item in items])
-    tokens = torch.full((len(items), int(lengths.max())), pad, dtype=torch.long)
-    for row, item in enumerate(items):
-        tokens[row, : len(item["tokens"])] = item["tokens"]
+    captions = [caption for item in items for caption in item["tokens"]]  # image-major
+    lengths = torch.tensor([len(caption) for caption in captions])
+    tokens = torch.full((len(captions), int(lengths.max())), pad, dtype=torch.long)
+    for row, caption in enumerate(captions):
+        tokens[row, : len(caption)] = caption
     return Batch(
         images=torch.stack([item["image"] for item in items]),
         tokens=tokens,

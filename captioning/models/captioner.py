@@ -93,8 +93,16 @@ class Captioner(nn.Module):
         return self.decoder.step(tokens, state, memory)
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: images (B, 3, H, W), input tokens (B, T) -> logits (B, T, V), alphas (B, T, N)."""
+        """Teacher forcing: images (B, 3, H, W), input tokens (B*R, T) -> logits (B*R, T, V), alphas (B*R, T, N).
+
+        R >= 1 captions per image, image-major: each image is encoded once and its memory repeated R times.
+        """
+        repeats, remainder = divmod(tokens.shape[0], images.shape[0])
+        if remainder or not repeats:
+            raise ValueError(f"{tokens.shape[0]} captions do not split evenly over {images.shape[0]} images")
         memory = self.encode(images)
+        if repeats > 1:
+            memory = {name: value.repeat_interleave(repeats, dim=0) for name, value in memory.items()}  # (B*R, ...)
         state = self.init_state(memory)
         logits, alphas = [], []
         for t in range(tokens.shape[1]):

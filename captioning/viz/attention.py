@@ -20,15 +20,16 @@ import torch.nn.functional as F
 
 
 def upsample_maps(alphas: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """alphas (T, N) with N = h*w square -> (T, H, W) maps, bilinear, each rescaled to [0, 1]."""
+    """alphas (T, N) with N = h*w square -> (T, H, W) maps, bilinear, divided by the largest weight of all words.
+
+    One scale for every word keeps a flat (uniform) map flat instead of stretching noise to full contrast.
+    """
     side = math.isqrt(alphas.shape[1])
     if side * side != alphas.shape[1]:
         raise ValueError(f"attention over {alphas.shape[1]} locations is not a square grid")
     grid = alphas.float().view(-1, 1, side, side)  # (T, 1, h, w)
     maps = F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[:, 0]  # (T, H, W)
-    low = maps.flatten(1).min(dim=1).values[:, None, None]
-    high = maps.flatten(1).max(dim=1).values[:, None, None]
-    return ((maps - low) / (high - low).clamp_min(1e-12)).cpu().numpy()
+    return (maps / maps.max().clamp_min(1e-12)).cpu().numpy()
 
 
 def plot_word_attention(

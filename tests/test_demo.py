@@ -1,0 +1,23 @@
+"""The demo's acceptance bars, on a full-size run (about 9 minutes on 2 cores): `make test-slow`."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from captioning.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_demo_beats_the_blind_model_and_approaches_reference_agreement(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)  # the demo reads configs/shapes.yaml
+    main(["demo", "--data", str(tmp_path / "shapes"), "--out", str(tmp_path / "demo"), "--figures", "2"])
+    model = json.loads((tmp_path / "demo" / "scores.json").read_text())["CIDEr"]
+    blind = json.loads((tmp_path / "demo" / "blind" / "scores.json").read_text())["CIDEr"]
+    references = json.loads((tmp_path / "demo" / "reference_agreement.json").read_text())["CIDEr"]
+    assert model >= 3 * blind
+    assert model >= 0.8 * references
+    assert len(list((tmp_path / "demo" / "figures").glob("*.png"))) == 2
+    assert "caption of one test image" in capsys.readouterr().out
