@@ -14,6 +14,7 @@ from pathlib import Path
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
+from captioning.callbacks import PredictionsWriter
 from captioning.data.datamodule import CaptionDataModule
 from captioning.errors import CaptioningError
 from captioning.module import CaptioningModule
@@ -22,12 +23,14 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class CaptioningCLI(LightningCLI):
-    """LightningCLI with the data->model links and a best-CIDEr checkpoint callback (``--checkpoint.*``)."""
+    """LightningCLI with the data->model links, a best-CIDEr checkpoint callback (``--checkpoint.*``) and a writer
+    of ``predict`` captions (``--predictions.output``, default ``predictions.json`` in the log folder)."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocabulary_words", "model.vocabulary", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(PredictionsWriter, "predictions")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/CIDEr",
@@ -62,7 +65,7 @@ training and evaluation (LightningCLI, configs in configs/):
   fit        train:            captioning fit --config configs/shapes.yaml
   validate   score a checkpoint on the val split with the Trainer
   test       score a checkpoint on the test split with the Trainer
-  predict    caption the test split with the Trainer
+  predict    caption the test split with the Trainer (writes predictions.json)
 
 tools:
   prepare    make a dataset:   captioning prepare shapes --out data/shapes

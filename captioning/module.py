@@ -131,8 +131,9 @@ class CaptioningModule(pl.LightningModule):
         self.last_scores, self.last_per_image = self.evaluator.compute()
         self.last_results = self.evaluator.results()
         self.evaluator.reset()
-        # Every rank holds the same broadcast scores, so no further reduction is needed.
-        self.log_dict({f"{stage}/{k}": v for k, v in self.last_scores.items()}, prog_bar=stage == "val")
+        # Every rank holds the same broadcast scores; sync_dist averages identical values (and keeps Lightning quiet).
+        scores = {f"{stage}/{k}": v for k, v in self.last_scores.items()}
+        self.log_dict(scores, prog_bar=stage == "val", sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
         self.evaluator.reset()

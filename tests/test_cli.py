@@ -85,6 +85,27 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
     assert np.mean([s["CIDEr"] for s in per_image.values()]) == pytest.approx(scores["CIDEr"])
 
 
+def test_predict_writes_one_caption_per_test_image(run, tmp_path):
+    args = ["predict", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(run["shapes"])]
+    args += ["--ckpt_path", str(run["out"] / "ckpt" / "best.ckpt"), "--predictions.output", str(tmp_path / "p.json")]
+    cli_main(args)
+    rows = json.loads((tmp_path / "p.json").read_text())
+    assert [r["image_id"] for r in rows] == sorted(r.image_id for r in run["cli"].datamodule.records("test"))
+    assert all(isinstance(r["caption"], str) for r in rows)
+
+
+def test_evaluate_with_two_processes_equals_one(run, tmp_path):
+    """7 test images over 2 gloo processes: DistributedSampler pads one image twice; scores must not change."""
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    common = ["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--batch-size", "3"]
+    for devices in (1, 2):
+        result = _run_cli(*common, "--devices", str(devices), "--out", str(tmp_path / str(devices)))
+        assert result.returncode == 0, result.stderr[-2000:]
+    one, two = (json.loads((tmp_path / d / "scores.json").read_text()) for d in ("1", "2"))
+    assert one == two
+    assert len(json.loads((tmp_path / "2" / "results.json").read_text())) == 7
+
+
 def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, capsys):
     from skimage import data
 
