@@ -1,8 +1,8 @@
 """The ``captioning`` command.
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI subcommands (configs in ``configs/``); ``prepare``,
-``caption``, ``evaluate``, ``visualize`` and ``demo`` are plain commands (``captioning/commands.py``). A user
-mistake (:class:`CaptioningError`) prints one line and exits with status 2; ``--debug`` shows the traceback.
+``caption``, ``evaluate``, ``visualize``, ``ablate`` and ``demo`` are plain commands (``captioning/commands.py``).
+A user mistake (:class:`CaptioningError`) prints one line and exits with status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ tools:
   caption    caption images:   captioning caption IMAGE... --ckpt CKPT
   evaluate   score a split:    captioning evaluate --ckpt CKPT --data-root DIR --split test --out DIR
   visualize  attention maps:   captioning visualize IMAGE... --ckpt CKPT --out DIR
+  ablate     compare variants: captioning ablate --config C --variants configs/ablation/*.yaml --out DIR
   demo       the whole pipeline on the synthetic shapes set (what `make demo` runs)
 
 --debug (any command): show the traceback of a user error instead of one line.

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,18 +53,18 @@ def prepare(argv: Sequence[str]) -> None:
 def caption_images(
     module: CaptioningModule, paths: Sequence[str | Path], *, beam_size: int | None = None
 ) -> list[tuple[str, list[str], torch.Tensor, np.ndarray]]:
-    """Captions image files; per image: (caption, words with <eos>, attention (T, N), resized RGB image)."""
+    """Captions image files; per image: (caption, words with <eos>, attention {name: (T, ...)}, resized RGB image)."""
     side = module.hparams.image_size
     transform = image_transform(side)
     pictures = [load_image(p) for p in paths]  # raises a one-line error naming a missing or corrupt file
     images = torch.stack([transform(p) for p in pictures]).to(module.device)  # (B, 3, H, W)
     captions, generation = module.generate(images, beam_size=beam_size)
     out = []
-    for picture, caption, tokens, alphas in zip(pictures, captions, generation.tokens, generation.alphas, strict=True):
+    for row, (picture, caption) in enumerate(zip(pictures, captions, strict=True)):
         words = caption.split()
-        steps = min(len(words) + 1, tokens.shape[0])  # the words and the <eos> step, if it was reached
-        resized = np.asarray(picture.resize((side, side)))
-        out.append((caption, [*words, "<eos>"][:steps], alphas[:steps], resized))
+        steps = min(len(words) + 1, generation.tokens.shape[1])  # the words and the <eos> step, if it was reached
+        attention = {name: weights[row, :steps] for name, weights in generation.attention.items()}
+        out.append((caption, [*words, "<eos>"][:steps], attention, np.asarray(picture.resize((side, side)))))
     return out
 
 
@@ -90,12 +93,40 @@ def visualize(argv: Sequence[str]) -> list[Path]:
     args = parser.parse_args(argv)
     module = load_checkpoint(args.ckpt)
     written = []
-    for path, (text, words, alphas, image) in zip(
+    for path, (text, words, attention, image) in zip(
         args.images, caption_images(module, args.images, beam_size=args.beam_size), strict=True
     ):
+        spatial = [name for name in attention if name.startswith("alpha")]
+        if not spatial:
+            raise CaptioningError(f"{args.ckpt}: the model has no spatial attention to draw (decoder attention none)")
+        alphas = attention[spatial[-1]]  # the highest attended layer, (T, N)
         written.append(plot_word_attention(image, words, alphas, args.out / f"{Path(path).stem}_attention.png"))
         print(f"{written[-1]}\t{text}")
     return written
+
+
+# -- train ----------------------------------------------------------------------------------------------------------
+@dataclass
+class TrainingRun:
+    """What :func:`run_training` leaves behind."""
+
+    best: Path  # the best-val-CIDEr checkpoint
+    seconds: float  # wall time of ``fit``
+    parameters: int  # trainable and frozen parameters of the model
+
+
+def run_training(configs: Sequence[str], data: str | Path, run: str | Path, extra: Sequence[str] = ()) -> TrainingRun:
+    """``captioning fit --config C1 --config C2 ...`` from scratch into ``run`` (a rerun replaces it)."""
+    from captioning.cli import cli_main  # the CLI imports this module
+
+    run = Path(run)
+    shutil.rmtree(run, ignore_errors=True)  # a rerun must not pick up an older best.ckpt
+    args = ["fit", *(a for c in configs for a in ("--config", str(c))), "--data.root", str(data)]
+    args += ["--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run / "checkpoints"), *extra]
+    start = time.perf_counter()
+    cli = cli_main(args)
+    seconds = time.perf_counter() - start
+    return TrainingRun(run / "checkpoints" / "best.ckpt", seconds, sum(p.numel() for p in cli.model.parameters()))
 
 
 # -- evaluate -----------------------------------------------------------------------------------------------------
@@ -174,4 +205,17 @@ def _demo(argv: Sequence[str]) -> None:
     main(argv)
 
 
-COMMANDS = {"prepare": prepare, "caption": caption, "evaluate": evaluate, "visualize": visualize, "demo": _demo}
+def _ablate(argv: Sequence[str]) -> None:
+    from captioning.ablation import main
+
+    main(argv)
+
+
+COMMANDS = {
+    "prepare": prepare,
+    "caption": caption,
+    "evaluate": evaluate,
+    "visualize": visualize,
+    "demo": _demo,
+    "ablate": _ablate,
+}

@@ -21,7 +21,7 @@ class Generation:
 
     tokens: torch.Tensor  # (B, T) word ids; <eos> (then <eos>) after the caption ends
     scores: torch.Tensor  # (B,) sum of log-probabilities
-    alphas: torch.Tensor  # (B, T, N) spatial attention at each generated word
+    attention: dict[str, torch.Tensor]  # name -> (B, T, ...) weights at each generated word (alpha: (B, T, N))
 
 
 def _repeat(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -43,10 +43,10 @@ def beam_search(
     scores[:, 0] = 0.0  # all beams start identical: expand only the first at step 0
     finished = torch.zeros(b * k, dtype=torch.bool, device=images.device)  # (B*K,)
     words = tokens.new_empty(b * k, 0)  # (B*K, t) history of each beam
-    alphas = images.new_empty(b * k, 0, memory["features"].shape[1])  # (B*K, t, N)
+    history: dict[str, torch.Tensor] = {}  # name -> (B*K, t, ...) attention weights of each beam
     offsets = torch.arange(b, device=images.device)[:, None] * k  # (B, 1) row of each image's first beam
     for t in range(max_len + 1):  # at most max_len words, then <eos>
-        logits, state, step_alphas = captioner.step(tokens, state, memory)  # (B*K, V), (B*K, N)
+        logits, state, weights = captioner.step(tokens, state, memory)  # (B*K, V), {name: (B*K, ...)}
         logp = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         if t == max_len:  # out of room: every beam must end here
             forced = torch.full_like(logp, float("-inf"))
@@ -62,12 +62,15 @@ def beam_search(
         tokens = (flat % vocab).view(-1)  # (B*K,) the word each new beam adds
         state = (state[0][rows], state[1][rows])
         words = torch.cat([words[rows], tokens[:, None]], dim=1)  # (B*K, t+1)
-        alphas = torch.cat([alphas[rows], step_alphas[rows, None]], dim=1)  # (B*K, t+1, N)
+        history = {
+            name: torch.cat([history[name][rows], w[rows, None]], dim=1) if name in history else w[rows, None]
+            for name, w in weights.items()
+        }  # (B*K, t+1, ...)
         finished = finished[rows] | (tokens == eos)
         if bool(finished.all()):
             break
     best = offsets.view(-1)  # (B,) topk sorts, so beam 0 of each image is its best
-    return Generation(tokens=words[best], scores=scores[:, 0], alphas=alphas[best])
+    return Generation(tokens=words[best], scores=scores[:, 0], attention={n: h[best] for n, h in history.items()})
 
 
 def greedy(captioner: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_len: int) -> Generation:

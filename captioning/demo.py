@@ -10,37 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 from captioning import commands
-from captioning.cli import cli_main
 from captioning.data.coco import read_coco_captions
 from captioning.data.shapes import generate_shapes
 from captioning.metrics import coco_scores
 
 COLUMNS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-
-
-def train(config: str, data: Path, run: Path, extra: Sequence[str] = ()) -> Path:
-    """Fits from scratch into ``run`` and returns the best-val-CIDEr checkpoint."""
-    shutil.rmtree(run, ignore_errors=True)  # a rerun must not pick up an older best.ckpt
-    cli_main(
-        [
-            "fit",
-            "--config",
-            config,
-            "--data.root",
-            str(data),
-            "--trainer.default_root_dir",
-            str(run),
-            "--checkpoint.dirpath",
-            str(run / "checkpoints"),
-            *extra,
-        ]
-    )
-    return run / "checkpoints" / "best.ckpt"
 
 
 def reference_agreement(data: Path, split: str) -> dict[str, float]:
@@ -74,9 +52,9 @@ def main(argv: Sequence[str]) -> None:
     if not (args.data / "captions_train.json").is_file():
         generate_shapes(args.data)
     out: Path = args.out
-    best = train(args.config, args.data, out / "main")
+    best = commands.run_training([args.config], args.data, out / "main").best
     model_scores = commands.run_evaluation(best, args.data, "test", out)
-    blind = train(args.config, args.data, out / "blind", ["--model.blind", "true"])
+    blind = commands.run_training([args.config], args.data, out / "blind", ["--model.blind", "true"]).best
     blind_scores = commands.run_evaluation(blind, args.data, "test", out / "blind")
     agreement = reference_agreement(args.data, "test")
     (out / "reference_agreement.json").write_text(json.dumps(agreement, indent=2) + "\n")

@@ -26,17 +26,24 @@ from captioning.vocab import Vocabulary
 
 
 def caption_loss(
-    logits: torch.Tensor, alphas: torch.Tensor, targets: torch.Tensor, *, pad: int, attention_reg: float
+    logits: torch.Tensor,
+    alphas: list[torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    pad: int,
+    attention_reg: float,
 ) -> dict[str, torch.Tensor]:
-    """Xu et al. eq. 14 over a padded batch: logits (B, T, V), alphas (B, T, N), targets (B, T).
+    """Xu et al. eq. 14 over a padded batch: logits (B, T, V), targets (B, T), and the spatial attention maps
+    (each (B, T, N); one per attended layer, none for the ``none`` attention), whose terms are summed.
 
     Positions whose target is ``pad`` count nowhere: not in the cross-entropy mean, not in the attention sums.
-    (With the ``none`` attention the weights are uniform and the second term is a gradient-free constant.)
     """
     xe = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad)
-    mask = (targets != pad).to(alphas.dtype)  # (B, T)
-    coverage = (alphas * mask[..., None]).sum(dim=1)  # (B, N): sum_t alpha_ti over real words
-    reg = ((1.0 - coverage) ** 2).sum(dim=1).mean()
+    mask = (targets != pad).to(logits.dtype)  # (B, T)
+    reg = logits.new_zeros(())
+    for alpha in alphas:
+        coverage = (alpha * mask[..., None]).sum(dim=1)  # (B, N): sum_t alpha_ti over real words
+        reg = reg + ((1.0 - coverage) ** 2).sum(dim=1).mean()
     return {"loss": xe + attention_reg * reg, "xe": xe, "attention_reg": reg}
 
 
@@ -86,7 +93,8 @@ class CaptioningModule(pl.LightningModule):
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]  # (B, T) each
-        logits, alphas = self.captioner(batch.images, inputs)  # (B, T, V), (B, T, N)
+        logits, weights = self.captioner(batch.images, inputs)  # (B, T, V), {name: (B, T, ...)}
+        alphas = [w for name, w in weights.items() if name.startswith("alpha")]  # spatial maps (B, T, N)
         return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:

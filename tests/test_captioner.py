@@ -8,17 +8,22 @@ from captioning.decoding import beam_search, greedy
 from captioning.module import caption_loss
 
 
-@pytest.mark.parametrize("attention", ["none", "soft"])
+@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
 def test_forward_shapes_and_attention_normalized(attention):
     module = tiny_module(attention)
     batch = tiny_batch()
-    logits, alphas = module.captioner(batch.images, batch.tokens[:, :-1])
+    logits, weights = module.captioner(batch.images, batch.tokens[:, :-1])
     assert logits.shape == (2, 6, len(WORDS))
-    assert alphas.shape == (2, 6, 4)  # 64 px / 32 = 2 x 2 locations
-    torch.testing.assert_close(alphas.sum(-1), torch.ones(2, 6))  # softmax over locations, per image and step
+    if attention == "none":
+        assert weights == {}
+        return
+    spatial = [w for name, w in weights.items() if name.startswith("alpha")]
+    assert spatial and all(alphas.shape == (2, 6, 4) for alphas in spatial)  # 64 px / 32 = 2 x 2 locations
+    for alphas in spatial:
+        torch.testing.assert_close(alphas.sum(-1), torch.ones(2, 6))  # softmax over locations, per image and step
 
 
-@pytest.mark.parametrize("attention", ["none", "soft"])
+@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
 def test_every_parameter_gets_a_gradient(attention):
     module = tiny_module(attention)
     module.loss(tiny_batch(4))["loss"].backward()
@@ -33,15 +38,15 @@ def test_loss_ignores_padding():
     targets = tiny_batch().tokens[:, 1:]  # the second caption is padded from position 4
     pad = targets == 0
     assert pad.any()
-    loss = caption_loss(logits, alphas, targets, pad=0, attention_reg=1.0)
+    loss = caption_loss(logits, [alphas], targets, pad=0, attention_reg=1.0)
     noisy_logits = torch.where(pad[..., None], torch.randn(2, 6, 11, generator=g) * 10, logits)
     noisy_alphas = torch.where(pad[..., None], torch.rand(2, 6, 4, generator=g), alphas)
-    noisy = caption_loss(noisy_logits, noisy_alphas, targets, pad=0, attention_reg=1.0)
+    noisy = caption_loss(noisy_logits, [noisy_alphas], targets, pad=0, attention_reg=1.0)
     for key in ("loss", "xe", "attention_reg"):
         torch.testing.assert_close(noisy[key], loss[key])
     # a change at a real (non-pad) position does change it
     logits[0, 0, targets[0, 0]] += 5.0
-    assert not torch.allclose(caption_loss(logits, alphas, targets, pad=0, attention_reg=1.0)["xe"], loss["xe"])
+    assert not torch.allclose(caption_loss(logits, [alphas], targets, pad=0, attention_reg=1.0)["xe"], loss["xe"])
 
 
 def test_pad_positions_do_not_change_the_loss(module):
@@ -66,7 +71,7 @@ def _manual_greedy(module, images, max_len):
     return torch.stack(out, 1)
 
 
-@pytest.mark.parametrize("attention", ["none", "soft"])
+@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
 def test_greedy_equals_a_manual_argmax_loop(attention):
     module = tiny_module(attention).eval()
     images = tiny_batch(3).images
@@ -75,12 +80,13 @@ def test_greedy_equals_a_manual_argmax_loop(attention):
     for row, expected in zip(generation.tokens, manual, strict=True):
         n = int((expected == 2).nonzero()[0]) + 1 if (expected == 2).any() else 5
         assert row[:n].tolist() == expected[:n].tolist()
-    assert generation.alphas.shape[:2] == generation.tokens.shape
+    assert all(w.shape[:2] == generation.tokens.shape for w in generation.attention.values())
 
 
+@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_batched_beam_search_equals_per_image_search(beam_size):
-    module = tiny_module().eval()
+def test_batched_beam_search_equals_per_image_search(beam_size, attention):
+    module = tiny_module(attention).eval()
     images = tiny_batch(4).images
     batched = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=beam_size)
     for i in range(4):

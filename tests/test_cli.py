@@ -36,7 +36,7 @@ def run(shapes, tmp_path_factory):
         "--checkpoint.dirpath",
         str(out / "ckpt"),
         "--trainer.max_epochs",
-        "4",
+        "6",
     ]
     initial = cli_main(["validate", *args[:4], "--trainer.limit_val_batches", "0"])  # an untrained twin, same seed
     batch = next(iter(initial.datamodule.train_dataloader()))
@@ -178,3 +178,15 @@ def test_wandb_offline_and_csv_loggers_record_the_run(shapes, tmp_path, monkeypa
     cli_main([*base, "--config", str(ROOT / "configs/csv.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)])
     rows = (next(tmp_path.glob("lightning_logs/version_*")) / "metrics.csv").read_text()
     assert "val/CIDEr" in rows.splitlines()[0] and "train/loss" in rows.splitlines()[0]
+
+
+def test_ablate_trains_and_scores_every_variant(shapes, tmp_path, capsys):
+    variants = [str(ROOT / "configs/ablation" / f"{name}.yaml") for name in ("none", "sca_cs")]
+    args = ["--out", str(tmp_path), "--data.root", str(shapes), "--trainer.max_epochs", "1"]
+    main(["ablate", "--config", str(ROOT / "configs/smoke.yaml"), "--variants", *variants, *args])
+    header, *lines = (tmp_path / "ablation.csv").read_text().splitlines()
+    assert header.split(",")[:4] == ["variant", "params", "train_s", "Bleu_1"] and header.endswith("CIDEr")
+    assert [line.split(",")[0] for line in lines] == ["none", "sca_cs"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "| sca_cs |" in table and table in capsys.readouterr().out
+    assert int(lines[1].split(",")[1]) > int(lines[0].split(",")[1])  # SCA adds attention parameters

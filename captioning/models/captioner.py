@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from captioning.models.decoder import LSTMDecoder, State
+from captioning.models.decoder import LSTMDecoder, Memory, State
 from captioning.models.encoder import ResNetEncoder
 
 
@@ -31,11 +31,13 @@ class EncoderSpec:
 class DecoderSpec:
     """The decoder's constructor arguments (see :class:`LSTMDecoder`) other than the sizes linked from elsewhere."""
 
-    attention: Literal["none", "soft"] = "soft"
+    attention: Literal["none", "soft", "sca"] = "soft"
     embed_dim: int = 256
     hidden_dim: int = 512
     attn_dim: int = 256
     dropout: float = 0.5
+    sca_order: Literal["cs", "sc", "c", "s"] = "cs"
+    sca_layers: tuple[str, ...] = ()  # torchvision names of the attended maps; () = the paper's two
 
 
 class Captioner(nn.Module):
@@ -62,38 +64,39 @@ class Captioner(nn.Module):
             width=encoder.width,
             trainable=encoder.trainable,
         )
+        sca = {"order": decoder.sca_order, "layers": decoder.sca_layers} if decoder.attention == "sca" else {}
         lstm = LSTMDecoder(
             vocab_size,
-            encoder_dim=cnn.out_channels,
+            encoder=cnn,
             embed_dim=decoder.embed_dim,
             hidden_dim=decoder.hidden_dim,
             attn_dim=decoder.attn_dim,
             attention=decoder.attention,
             dropout=decoder.dropout,
+            **sca,
         )
         return cls(cnn, lstm, blind=blind)
 
-    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images (B, 3, H, W) -> decoder memory (batch-first tensors; ``features`` is (B, N, C), N = h*w)."""
-        if self.blind:  # run the CNN on one image only, for the feature shape
-            with torch.no_grad():
-                probe = self.encoder(images[:1])  # (1, C, h, w)
-            grid = probe.new_zeros((images.shape[0], *probe.shape[1:]))  # (B, C, h, w)
-        else:
-            grid = self.encoder(images)  # (B, C, h, w)
-        return self.decoder.prepare(grid.flatten(2).transpose(1, 2))  # features (B, N, C)
+    def encode(self, images: torch.Tensor) -> Memory:
+        """images (B, 3, H, W) -> decoder memory: batch-first tensors the attention reads at every step."""
+        if not self.blind:
+            return self.decoder.prepare(self.encoder, images)
+        with torch.no_grad():  # blind: one image for the shapes, then zeros for every image
+            probe = self.decoder.prepare(self.encoder, images[:1])
+        return {name: value.new_zeros((images.shape[0], *value.shape[1:])) for name, value in probe.items()}
 
-    def init_state(self, memory: dict[str, torch.Tensor]) -> State:
+    def init_state(self, memory: Memory) -> State:
         return self.decoder.init_state(memory)
 
     def step(
-        self, tokens: torch.Tensor, state: State, memory: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, State, torch.Tensor]:
-        """tokens (B,) -> logits (B, V), state, alphas (B, N)."""
-        return self.decoder.step(tokens, state, memory)
+        self, tokens: torch.Tensor, state: State, memory: Memory
+    ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
+        """tokens (B,) -> logits (B, V), state, attention weights by name (``alpha``: (B, N), ...)."""
+        return self.decoder.step(tokens, state, memory, self.encoder)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Teacher forcing: images (B, 3, H, W), input tokens (B*R, T) -> logits (B*R, T, V), alphas (B*R, T, N).
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Teacher forcing: images (B, 3, H, W), input tokens (B*R, T) -> logits (B*R, T, V) and attention
+        weights by name, each stacked over steps: (B*R, T, ...).
 
         R >= 1 captions per image, image-major: each image is encoded once and its memory repeated R times.
         """
@@ -104,9 +107,10 @@ class Captioner(nn.Module):
         if repeats > 1:
             memory = {name: value.repeat_interleave(repeats, dim=0) for name, value in memory.items()}  # (B*R, ...)
         state = self.init_state(memory)
-        logits, alphas = [], []
+        logits, weights = [], []
         for t in range(tokens.shape[1]):
-            step_logits, state, step_alphas = self.step(tokens[:, t], state, memory)
+            step_logits, state, step_weights = self.step(tokens[:, t], state, memory)
             logits.append(step_logits)
-            alphas.append(step_alphas)
-        return torch.stack(logits, dim=1), torch.stack(alphas, dim=1)  # (B, T, V), (B, T, N)
+            weights.append(step_weights)
+        stacked = {name: torch.stack([w[name] for w in weights], dim=1) for name in weights[0]}  # (B*R, T, ...)
+        return torch.stack(logits, dim=1), stacked  # (B*R, T, V)

@@ -9,8 +9,12 @@ Xu et al., "Show, Attend and Tell", ICML 2015, arXiv 1502.03044, section 3.1.2 a
 The paper's gate beta_t is a scalar per step; we keep that (a widely used port gates per channel). W_a a_i does
 not depend on t, so ``prepare`` computes it once per image and every step reuses it.
 
-Every decoder attention maps a ``memory`` dict of batch-first tensors and h_{t-1} to (context, weights); beam
-search can then reorder or repeat the memory along dim 0 without knowing what is in it.
+The decoder attention protocol (shared with multi-layer SCA-CNN):
+    ``prepare(encoder, images)`` runs the CNN once per image and returns a ``memory`` dict of batch-first tensors,
+    always with ``pooled`` (B, C) for the LSTM's initial state; beam search repeats it along dim 0 without knowing
+    what else is in it.
+    ``forward(memory, hidden, encoder)`` returns the context (B, C) and a dict of named attention weights
+    (``alpha``: (B, N) spatial, over locations).
 """
 
 from __future__ import annotations
@@ -18,18 +22,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from captioning.models.encoder import ResNetEncoder
+
+
+def _grid(encoder: ResNetEncoder, images: torch.Tensor) -> torch.Tensor:
+    return encoder(images).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, N, C)
+
 
 class MeanAttention(nn.Module):
-    """The ``none`` baseline: the context is the mean feature vector; alpha is uniform."""
+    """The ``none`` baseline: the context is the mean feature vector, the same at every step (no weights)."""
 
-    def prepare(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """features (B, N, C) -> memory with ``features`` and their mean ``pooled`` (B, C)."""
-        return {"features": features, "pooled": features.mean(dim=1)}
+    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> memory with ``pooled`` (B, C), the mean layer4 feature."""
+        return {"pooled": _grid(encoder, images).mean(dim=1)}
 
-    def forward(self, memory: dict[str, torch.Tensor], hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = memory["features"]  # (B, N, C)
-        alphas = features.new_full(features.shape[:2], 1.0 / features.shape[1])  # (B, N)
-        return memory["pooled"], alphas
+    def forward(
+        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: ResNetEncoder
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return memory["pooled"], {}
 
 
 class SoftAttention(nn.Module):
@@ -42,22 +52,16 @@ class SoftAttention(nn.Module):
         self.score = nn.Linear(attn_dim, 1)  # w
         self.gate = nn.Linear(hidden_dim, 1)  # f_beta
 
-    def prepare(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """features (B, N, C) -> memory with ``features`` and ``projected`` = W_a a_i (B, N, A)."""
-        return {"features": features, "projected": self.feature_proj(features)}
+    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images -> memory: ``features`` a_i (B, N, C), ``projected`` W_a a_i (B, N, A), ``pooled`` (B, C)."""
+        features = _grid(encoder, images)  # (B, N, C)
+        return {"features": features, "projected": self.feature_proj(features), "pooled": features.mean(dim=1)}
 
-    def forward(self, memory: dict[str, torch.Tensor], hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """memory, h_{t-1} (B, D) -> context z_t (B, C), alpha_t (B, N)."""
+    def forward(
+        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: ResNetEncoder
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """memory, h_{t-1} (B, D) -> context z_t (B, C), {"alpha": alpha_t (B, N)}."""
         energy = torch.tanh(memory["projected"] + self.hidden_proj(hidden)[:, None, :])  # (B, N, A)
         alphas = torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, N), eq. 5: over locations
         context = torch.einsum("bn,bnc->bc", alphas, memory["features"])  # (B, C)
-        return torch.sigmoid(self.gate(hidden)) * context, alphas  # beta_t (B, 1) * context
-
-
-def decoder_attention(kind: str, *, encoder_dim: int, hidden_dim: int, attn_dim: int) -> nn.Module:
-    """Registry of decoder attention by name: ``none`` (mean pooling), ``soft`` (Show-Attend-Tell)."""
-    if kind == "none":
-        return MeanAttention()
-    if kind == "soft":
-        return SoftAttention(encoder_dim, hidden_dim, attn_dim)
-    raise ValueError(f"unknown decoder attention {kind!r}; choose none or soft")
+        return torch.sigmoid(self.gate(hidden)) * context, {"alpha": alphas}  # beta_t (B, 1) * context

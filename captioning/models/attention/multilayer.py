@@ -1,0 +1,92 @@
+"""Multi-layer SCA-CNN attention with per-step recomputation (Chen et al., CVPR 2017, arXiv 1611.05594, sec. 3).
+
+For attended levels l_1 < ... < l_n of the encoder's last block (see :mod:`captioning.models.encoder`), at every
+word t, with h_{t-1} the decoder's previous hidden state:
+
+    V^{l_1}     = the cached, un-attended map of the lowest attended level        (R, C_1, h, w)
+    X^{l_i}     = SCA(V^{l_i}, h_{t-1})  = alpha * beta * V, rescaled              (paper eq. 1-2; REFERENCE sec. 2)
+    V^{l_i + 1} = CNN_{l_i + 1}(X^{l_i})                                           (the block's own layers, ``lift``)
+    context     = L2-normalize(mean_hw X^{top})                                    (official code; (R, C))
+
+Maps above the top attended level (only when ``layer4`` itself is not attended) are lifted without attention.
+Nothing is written back into the memory: every step starts again from the cached un-attended map, so attention
+never compounds across words. All rows (images x beams) go through ``lift`` as one batch.
+The initial LSTM state uses the L2-normalized mean of the un-attended ``layer4`` output, as the official code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from captioning.models.attention.sca import SCAttention
+from captioning.models.encoder import ResNetEncoder
+
+
+class MultiLayerSCA(nn.Module):
+    """SCA-CNN attention over several maps of the encoder's last block, recomputed at every word.
+
+    Args:
+        encoder: the CNN; only its sizes and layer names are read here (its layers run through ``lift`` calls).
+        hidden_dim: decoder LSTM size D.
+        attn_dim: attention size k (512 in the official code).
+        order: ``cs`` (channel then spatial; the paper's best), ``sc``, ``c`` or ``s``.
+        layers: torchvision names of the attended maps (``encoder.level_names()``); empty: the paper's two,
+            the last block's inner conv and ``layer4`` (``layer4.2.conv2`` and ``layer4`` for ResNet-50+).
+    """
+
+    def __init__(
+        self,
+        encoder: ResNetEncoder,
+        *,
+        hidden_dim: int,
+        attn_dim: int,
+        order: str = "cs",
+        layers: Sequence[str] = (),
+    ) -> None:
+        super().__init__()
+        names = encoder.level_names()
+        layers = tuple(layers) or names[1:]
+        unknown = [name for name in layers if name not in names]
+        if unknown or not layers or len(set(layers)) != len(layers):
+            raise ValueError(f"SCA layers must be distinct names among {names}, got {list(layers)}")
+        self.levels = sorted(names.index(name) for name in layers)
+        self.names = [names[level] for level in self.levels]
+        channels = encoder.level_channels()
+        self.layers = nn.ModuleList(
+            SCAttention(channels[level], hidden_dim, attn_dim=attn_dim, order=order) for level in self.levels
+        )
+
+    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> memory: the block input, the lowest attended map, and ``pooled`` (B, C)."""
+        maps = encoder.encode_levels(images)  # un-attended maps at levels 0, 1, 2
+        return {
+            "block_input": maps[0],  # (B, C_0, h, w): the shortcut when level 0 is not attended
+            "low": maps[self.levels[0]],  # (B, C_l, h, w)
+            "pooled": F.normalize(maps[2].mean(dim=(2, 3)), dim=1),  # (B, C)
+        }
+
+    def forward(
+        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: ResNetEncoder
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """memory, h_{t-1} (R, D) -> context (R, C) and {``alpha.<layer>``: (R, N), ``beta.<layer>``: (R, C_l)}."""
+        x, block_input, level = memory["low"], memory["block_input"], self.levels[0]
+        weights: dict[str, torch.Tensor] = {}
+        for target, name, attend in zip(self.levels, self.names, self.layers, strict=True):
+            while level < target:  # V^{l+1} = CNN_{l+1}(X^l)
+                x = encoder.lift(x, level, block_input=block_input)
+                level += 1
+            x, alphas, betas = attend(x, hidden)  # (R, C_l, h, w), (R, N) | None, (R, C_l) | None
+            if level == 0:  # the block now sees the attended input, its shortcut included
+                block_input = x
+            if alphas is not None:
+                weights[f"alpha.{name}"] = alphas
+            if betas is not None:
+                weights[f"beta.{name}"] = betas
+        while level < 2:
+            x = encoder.lift(x, level, block_input=block_input)
+            level += 1
+        return F.normalize(x.mean(dim=(2, 3)), dim=1), weights  # (R, C)

@@ -1,0 +1,155 @@
+"""SCA-CNN spatial and channel-wise attention on one feature map, conditioned on the decoder state h_{t-1}.
+
+Chen et al., "SCA-CNN: Spatial and Channel-wise Attention in Convolutional Networks for Image Captioning",
+CVPR 2017, arXiv 1611.05594, section 3 (equations as in ../shared/REFERENCE.md section 2). For V (C x m), m = H*W
+locations, and (+) adding a vector to every column:
+
+    spatial:  a     = tanh((W_s V + b_s) (+) W_hs h_{t-1})          (k x m)
+              alpha = softmax(W_i a + b_i)                          (m, over locations)
+    channel:  v     = mean_i V_i                                    (C, the spatially pooled map)
+              b     = tanh((w_c (x) v + b_c) (+) W_hc h_{t-1})      (k x C, w_c a k-vector, (x) the outer product)
+              beta  = softmax(W'_i b + b'_i)                        (C, over channels)
+    attended: X_{i,c} = alpha_i * beta_c * V_{i,c}
+
+Orders: ``cs`` (the paper's best) computes beta from V, then alpha from the channel-weighted map; ``sc`` computes
+alpha from V, then beta from the location-weighted map; ``c`` and ``s`` use one of them. As in the official code,
+each product is rescaled by the number of elements its weights average over (x C after channel attention, x m after
+spatial attention), so uniform weights give back V. Deviation from the official code: it adds the bias b_i inside
+the dot product in the res5c spatial attention (a bug); we use W_i a + b_i everywhere, as the paper does.
+
+Everything is recomputed per call from (features, hidden); nothing is stored on the module between time steps.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Order = Literal["cs", "sc", "c", "s"]
+ORDERS: tuple[Order, ...] = ("cs", "sc", "c", "s")
+
+
+class SpatialSCA(nn.Module):
+    """Spatial attention alpha over the m = H*W locations (SCA-CNN eq. 4-5).
+
+    Args:
+        channels: feature channels C.
+        hidden_dim: decoder hidden size D.
+        attn_dim: attention size k (512 in the official code).
+    """
+
+    def __init__(self, channels: int, hidden_dim: int, *, attn_dim: int = 512) -> None:
+        super().__init__()
+        self.feature_proj = nn.Linear(channels, attn_dim)  # W_s, b_s, applied per location
+        self.hidden_proj = nn.Linear(hidden_dim, attn_dim, bias=False)  # W_hs (b_s is the only bias)
+        self.score = nn.Linear(attn_dim, 1)  # W_i, b_i (b_i outside the dot product, unlike the official res5c)
+
+    def forward(self, features: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """features V (B, C, H, W), h_{t-1} (B, D) -> alphas (B, H*W), summing to 1 over locations."""
+        grid = features.flatten(2).transpose(1, 2)  # (B, N, C)
+        energy = torch.tanh(self.feature_proj(grid) + self.hidden_proj(hidden)[:, None, :])  # (B, N, k)
+        return torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, N): over locations, never the batch
+
+
+class ChannelSCA(nn.Module):
+    """Channel-wise attention beta over the C channels of the spatially pooled map (SCA-CNN eq. 6-7).
+
+    Args:
+        channels: feature channels C.
+        hidden_dim: decoder hidden size D.
+        attn_dim: attention size k (512 in the official code).
+    """
+
+    def __init__(self, channels: int, hidden_dim: int, *, attn_dim: int = 512) -> None:
+        super().__init__()
+        self.feature_weight = nn.Parameter(torch.empty(attn_dim))  # w_c: outer product with v gives k x C
+        self.feature_bias = nn.Parameter(torch.empty(attn_dim))  # b_c
+        self.hidden_proj = nn.Linear(hidden_dim, attn_dim, bias=False)  # W_hc
+        self.score = nn.Linear(attn_dim, 1)  # W'_i, b'_i
+        # w_c (x) v + b_c is nn.Linear(1, k) applied to each v_c; use that layer's init (fan_in = 1: U(-1, 1)).
+        nn.init.uniform_(self.feature_weight, -1.0, 1.0)
+        nn.init.uniform_(self.feature_bias, -1.0, 1.0)
+
+    def forward(self, features: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """features V (B, C, H, W), h_{t-1} (B, D) -> betas (B, C), summing to 1 over channels."""
+        pooled = features.mean(dim=(2, 3))  # (B, C)
+        projected = pooled[:, :, None] * self.feature_weight + self.feature_bias  # (B, C, k)
+        # The memory hot spot of SCA-CNN: B x C x k per step and attended layer (64 x 2048 x 512 floats for res5c,
+        # ../shared/REFERENCE.md section 2); budget memory or checkpoint it.
+        energy = torch.tanh(projected + self.hidden_proj(hidden)[:, None, :])  # (B, C, k)
+        return torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, C): over channels, never the batch
+
+
+class SCAttention(nn.Module):
+    """SCA-CNN attention on one feature map: X = alpha * beta * V in the chosen order (see the module docstring).
+
+    Args:
+        channels: feature channels C.
+        hidden_dim: decoder hidden size D.
+        attn_dim: attention size k (512 in the official code).
+        order: ``cs`` (channel, then spatial on the channel-weighted map), ``sc``, ``c`` or ``s``.
+        rescale: multiply each product by the number of elements its weights average over (x C after channel
+            attention, x m after spatial), as the official code does (../shared/REFERENCE.md section 2), so the
+            attended map keeps V's mean magnitude and uniform weights return V.
+
+    Raises:
+        ValueError: on an unknown ``order``.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        hidden_dim: int,
+        *,
+        attn_dim: int = 512,
+        order: Order = "cs",
+        rescale: bool = True,
+    ) -> None:
+        super().__init__()
+        if order not in ORDERS:
+            raise ValueError(f"unknown SCA order {order!r}; choose one of {', '.join(ORDERS)}")
+        self.order = order
+        self.rescale = rescale
+        self.channel = ChannelSCA(channels, hidden_dim, attn_dim=attn_dim) if "c" in order else None
+        self.spatial = SpatialSCA(channels, hidden_dim, attn_dim=attn_dim) if "s" in order else None
+
+    def _attend_channels(self, features: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.channel is not None
+        betas = self.channel(features, hidden)  # (B, C)
+        scale = features.shape[1] if self.rescale else 1  # x C: beta averages over C channels
+        return features * (betas * scale)[:, :, None, None], betas  # (B, C, H, W)
+
+    def _attend_locations(self, features: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.spatial is not None
+        alphas = self.spatial(features, hidden)  # (B, N)
+        scale = alphas.shape[1] if self.rescale else 1  # x m: alpha averages over m = H*W locations
+        return features * (alphas * scale).view_as(features[:, :1]), alphas  # (B, 1, H, W) weights -> (B, C, H, W)
+
+    def forward(
+        self, features: torch.Tensor, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """features V (B, C, H, W), h_{t-1} (B, D) -> attended X (B, C, H, W), alphas (B, H*W), betas (B, C).
+
+        ``alphas`` is None for order ``c`` and ``betas`` is None for order ``s``.
+        """
+        alphas = betas = None
+        attended = features
+        for step in self.order:  # "cs": channel first, the spatial attention sees the channel-weighted map
+            if step == "c":
+                attended, betas = self._attend_channels(attended, hidden)
+            else:
+                attended, alphas = self._attend_locations(attended, hidden)
+        return attended, alphas, betas
+
+
+def sca_attention(order: str, channels: int, hidden_dim: int, *, attn_dim: int = 512) -> SCAttention:
+    """Registry of SCA-CNN attention by order: ``cs``, ``sc``, ``c`` (channel only), ``s`` (spatial only).
+
+    Raises:
+        ValueError: on an unknown ``order``, listing the valid ones.
+    """
+    if order not in ORDERS:
+        raise ValueError(f"unknown SCA order {order!r}; choose one of {', '.join(ORDERS)}")
+    return SCAttention(channels, hidden_dim, attn_dim=attn_dim, order=order)
