@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check captioning tests
-	$(BIN)/ruff format --check captioning tests
+	$(BIN)/ruff check captioning tests benchmarks
+	$(BIN)/ruff format --check captioning tests benchmarks
 
 test: lint
 	$(BIN)/pytest -m "not slow" -q
@@ -29,3 +29,6 @@ demo: $(STAMP)
 
 clean:
 	rm -rf $(DEMO) lightning_logs
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/decoding_attention.py
