@@ -44,8 +44,8 @@ def test_uniform_attention_recomputes_the_plain_layer4(depth, layers, order):
         memory = sca.prepare(encoder, images)
         context, weights = sca(memory, torch.randn(3, D), encoder)
         plain = encoder(images)  # (B, C, h, w): torchvision's own layer4 forward
-    torch.testing.assert_close(context, F.normalize(plain.mean(dim=(2, 3)), dim=1))
-    torch.testing.assert_close(memory["pooled"], F.normalize(plain.mean(dim=(2, 3)), dim=1))
+    torch.testing.assert_close(context, F.normalize(plain.mean(dim=(2, 3)), dim=1) * plain.shape[1] ** 0.5)
+    torch.testing.assert_close(memory["pooled"], F.normalize(plain.mean(dim=(2, 3)), dim=1) * plain.shape[1] ** 0.5)
     assert len([n for n in weights if n.startswith(("alpha", "beta"))]) == len(sca.levels) * len(order)
 
 
@@ -116,3 +116,31 @@ def test_unknown_layers_are_refused():
     encoder = ResNetEncoder(18, width=8)
     with pytest.raises(ValueError, match="SCA layers"):
         MultiLayerSCA(encoder, hidden_dim=D, attn_dim=4, layers=("layer3",))
+
+
+def test_training_updates_the_last_blocks_bn_statistics_once_per_image_not_per_word():
+    """The un-attended pass trains the last block's BN like any other; the per-word lifts leave it alone."""
+    encoder, sca = _setup(18)
+    encoder.train()
+    block = encoder.backbone.layer4[-1]
+    images = torch.randn(4, 3, 64, 64)
+    before = block.bn2.running_mean.clone()
+    memory = sca.prepare(encoder, images)
+    after_prepare = block.bn2.running_mean.clone()
+    assert not torch.equal(before, after_prepare)  # updated by the once-per-image pass
+    plain = encoder.backbone.layer4(
+        encoder.backbone.layer3(
+            encoder.backbone.layer2(
+                encoder.backbone.layer1(
+                    encoder.backbone.maxpool(
+                        encoder.backbone.relu(encoder.backbone.bn1(encoder.backbone.conv1(images)))
+                    )
+                )
+            )
+        )
+    )
+    pooled = F.normalize(plain.mean(dim=(2, 3)), dim=1) * plain.shape[1] ** 0.5
+    torch.testing.assert_close(memory["pooled"], pooled)  # training mode: the backbone's own BN, batch statistics
+    block.bn2.running_mean.copy_(after_prepare)
+    sca(memory, torch.randn(4, D), encoder)  # one word
+    torch.testing.assert_close(block.bn2.running_mean, after_prepare)  # lifts use, never move, the statistics

@@ -12,19 +12,36 @@ from typing import Literal
 import torch
 from torch import nn
 
+from captioning.models.backbones import RESNET_LAYERS, VGG_CONFIGS
 from captioning.models.decoder import LSTMDecoder, Memory, State
-from captioning.models.encoder import ResNetEncoder
+from captioning.models.encoder import Encoder, ResNetEncoder, VGGEncoder
 
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """The encoder's constructor arguments (see :class:`ResNetEncoder`), as plain data a checkpoint can carry."""
+    """The encoder's constructor arguments (see :class:`ResNetEncoder`, :class:`VGGEncoder`), as plain data a
+    checkpoint can carry.
+
+    ``arch`` picks the network: ``resnet`` (depth 18, 34, 50, 101, 152; ``attention`` in every block), ``vgg`` or
+    ``vgg_bn`` (depth 16 or 19, torchvision's plain or BN layout; ``attention`` must be ``none``). Checkpoints
+    saved before ``arch`` existed load as ``resnet`` (the class default fills the missing field).
+    """
 
     depth: int = 18
     attention: Literal["none", "se", "cbam"] = "none"
     weights: str | None = None
     width: int = 64
     trainable: bool = True
+    arch: Literal["resnet", "vgg", "vgg_bn"] = "resnet"
+
+    def __post_init__(self) -> None:
+        depths = RESNET_LAYERS if self.arch == "resnet" else VGG_CONFIGS
+        if self.depth not in depths:
+            raise ValueError(f"encoder depth must be one of {sorted(depths)} for arch {self.arch}, got {self.depth}")
+        if self.arch != "resnet" and self.attention != "none":
+            raise ValueError(
+                f"encoder arch {self.arch} has no backbone attention: set attention none, not {self.attention}"
+            )
 
 
 @dataclass(frozen=True)
@@ -49,7 +66,7 @@ class Captioner(nn.Module):
         blind: zero the image features (a language-model-only baseline that shows what the image adds).
     """
 
-    def __init__(self, encoder: ResNetEncoder, decoder: LSTMDecoder, *, blind: bool = False) -> None:
+    def __init__(self, encoder: Encoder, decoder: LSTMDecoder, *, blind: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -57,13 +74,22 @@ class Captioner(nn.Module):
 
     @classmethod
     def build(cls, vocab_size: int, encoder: EncoderSpec, decoder: DecoderSpec, *, blind: bool = False) -> Captioner:
-        cnn = ResNetEncoder(
-            encoder.depth,
-            attention=encoder.attention,
-            weights=encoder.weights,
-            width=encoder.width,
-            trainable=encoder.trainable,
-        )
+        if encoder.arch == "resnet":
+            cnn: Encoder = ResNetEncoder(
+                encoder.depth,
+                attention=encoder.attention,
+                weights=encoder.weights,
+                width=encoder.width,
+                trainable=encoder.trainable,
+            )
+        else:
+            cnn = VGGEncoder(
+                encoder.depth,
+                batch_norm=encoder.arch == "vgg_bn",
+                weights=encoder.weights,
+                width=encoder.width,
+                trainable=encoder.trainable,
+            )
         sca = {"order": decoder.sca_order, "layers": decoder.sca_layers} if decoder.attention == "sca" else {}
         lstm = LSTMDecoder(
             vocab_size,

@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from captioning.models.attention.soft import MeanAttention, SoftAttention
-from captioning.models.encoder import ResNetEncoder
+from captioning.models.encoder import Encoder
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (B, D)
 Memory = dict[str, torch.Tensor]  # batch-first tensors, one row per image (or beam)
 
 
-def decoder_attention(kind: str, encoder: ResNetEncoder, *, hidden_dim: int, attn_dim: int, **sca) -> nn.Module:
+def decoder_attention(kind: str, encoder: Encoder, *, hidden_dim: int, attn_dim: int, **sca) -> nn.Module:
     """Registry of decoder attention by name: ``none`` (mean pooling), ``soft`` (Show-Attend-Tell), ``sca``."""
     if kind == "none":
         return MeanAttention()
@@ -55,7 +55,7 @@ class LSTMDecoder(nn.Module):
         self,
         vocab_size: int,
         *,
-        encoder: ResNetEncoder,
+        encoder: Encoder,
         embed_dim: int,
         hidden_dim: int,
         attn_dim: int,
@@ -73,7 +73,7 @@ class LSTMDecoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.output = nn.Linear(hidden_dim, vocab_size)
 
-    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> Memory:
+    def prepare(self, encoder: Encoder, images: torch.Tensor) -> Memory:
         """images (B, 3, H, W) -> the per-image memory the attention reads at every step (CNN runs once)."""
         return self.attention.prepare(encoder, images)
 
@@ -82,7 +82,7 @@ class LSTMDecoder(nn.Module):
         return torch.tanh(self.init_h(pooled)), torch.tanh(self.init_c(pooled))  # (B, D) each
 
     def step(
-        self, tokens: torch.Tensor, state: State, memory: Memory, encoder: ResNetEncoder
+        self, tokens: torch.Tensor, state: State, memory: Memory, encoder: Encoder
     ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
         """One word: previous tokens (B,) -> logits (B, V), new state, attention weights by name."""
         context, weights = self.attention(memory, state[0], encoder)  # (B, C), {name: (B, ...)}

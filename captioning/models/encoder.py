@@ -1,17 +1,34 @@
-"""CNN encoder: a (CBAM/SE) ResNet up to ``layer4``, and the split that multi-layer SCA-CNN attention needs.
+"""CNN encoders (a CBAM/SE ResNet up to ``layer4``, a VGG up to its last conv), and the split that multi-layer
+SCA-CNN attention needs.
 
 SCA-CNN (Chen et al., CVPR 2017, arXiv 1611.05594, section 3.1; ../shared/REFERENCE.md section 2) attends several
 maps of the CNN and feeds each attended map to the layers above it: V^{l+1} = CNN_{l+1}(X^l). Everything above the
-lowest attended map therefore runs again at every word; everything below it runs once per image. As in the official
-code (ResNet-152: ``res5c_branch2b`` then ``res5c``), the attendable maps are those of the last residual block:
+lowest attended map therefore runs again at every word; everything below it runs once per image. Every encoder
+exposes three attendable levels; level 2 is always the final map that ``forward`` returns.
+
+ResNet: as in the official code (ResNet-152: ``res5c_branch2b`` then ``res5c``), the maps of the last residual block:
 
     level 0  its input (the output of the block before it)           e.g. layer4.1   (2048 x 7 x 7, ResNet-50+)
     level 1  its inner conv output (after BN and ReLU)                e.g. layer4.2.conv2 (512 x 7 x 7)
     level 2  its output = ``layer4``                                  e.g. layer4     (2048 x 7 x 7)
 
+VGG: the outputs (after ReLU) of the last three convs, before the last max-pool (stride 16: 14 x 14 at 224 px).
+torchvision indexes VGG layers only by number, so the levels carry the paper's (Caffe) names:
+
+    VGG-19   conv5_2, conv5_3, conv5_4   (without BN: features.30/31, 32/33, 34/35, conv/ReLU; 512 x 14 x 14)
+    VGG-16   conv5_1, conv5_2, conv5_3   (features.24/25, 26/27, 28/29)
+
+The official code attends conv5_3 and conv5_4 of VGG-19 (the default, ``level_names()[1:]``); VGG-16 has no
+conv5_4, so its default pair is the analogous conv5_2, conv5_3. A third attended layer is conv5_2 (VGG-19) or
+conv5_1 (VGG-16). VGG has no shortcut, so ``lift`` ignores ``block_input``.
+
 ``lift`` pushes a (possibly attended) map one level up, batched over every row it is given (images x beams).
-In that block BN always uses its running statistics, so a per-word recomputation never normalizes with the
-statistics of attended maps (the official code's Caffe ResNet has fixed BN scale layers too).
+In the per-word lifts BN always uses its running statistics, so a recomputation never normalizes with the
+statistics of attended maps and each row stays independent of the others (the official code's Caffe ResNet has
+fixed BN scale layers too). The once-per-image un-attended pass (``encode_levels``) runs BN as the module does:
+batch statistics while training, which also keeps the running statistics current. Without that, a backbone trained
+from scratch would never update the running statistics of the layers above the lowest attended map, and every lift
+would normalize with their initial values (mean 0, variance 1). In eval mode both paths are the same computation.
 """
 
 from __future__ import annotations
@@ -23,10 +40,61 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
-from captioning.models.backbones import AttentiveResNet, load_imagenet_weights
+from captioning.models.backbones import VGG, AttentiveResNet, load_imagenet_weights
 
 
-class ResNetEncoder(nn.Module):
+class Encoder(nn.Module):
+    """What every CNN encoder offers the decoder attentions.
+
+    ``forward`` and ``out_channels`` serve ``none`` and ``soft`` attention; the level API (``level_names``,
+    ``level_channels``, ``encode_levels``, ``lift``) serves multi-layer SCA. ``backbone`` is the torchvision-layout
+    network without its classifier, so checkpoint keys read ``encoder.backbone.<torchvision name>``.
+
+    Args:
+        backbone: the CNN.
+        out_channels: channels C of the final map.
+        trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+    """
+
+    def __init__(self, backbone: nn.Module, *, out_channels: int, trainable: bool) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.out_channels = out_channels
+        self.trainable = trainable
+        self.backbone.requires_grad_(trainable)
+
+    def train(self, mode: bool = True) -> Encoder:
+        super().train(mode)
+        if not self.trainable:  # a frozen backbone keeps its BN running statistics
+            self.backbone.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> the final map (B, C, h, w)."""
+        raise NotImplementedError
+
+    def level_names(self) -> tuple[str, str, str]:
+        """Names of the maps at levels 0, 1, 2 (the names ``DecoderSpec.sca_layers`` lists)."""
+        raise NotImplementedError
+
+    def level_channels(self) -> tuple[int, int, int]:
+        """Channels of the maps at levels 0, 1, 2."""
+        raise NotImplementedError
+
+    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C_l, h, w). Runs once per image."""
+        raise NotImplementedError
+
+    def lift(self, x: torch.Tensor, level: int, *, block_input: torch.Tensor) -> torch.Tensor:
+        """Pushes a map (R, C_level, h, w) from ``level`` (0 or 1) one level up, for R rows (images x beams).
+
+        ``block_input`` is the level-0 map as this step sees it (attended when level 0 is attended); encoders
+        with a shortcut around levels 1-2 (ResNet) add it, the others ignore it.
+        """
+        raise NotImplementedError
+
+
+class ResNetEncoder(Encoder):
     """ResNet-``depth`` feature extractor (classifier head dropped).
 
     Args:
@@ -37,6 +105,8 @@ class ResNetEncoder(nn.Module):
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
     """
 
+    backbone: AttentiveResNet
+
     def __init__(
         self,
         depth: int,
@@ -46,20 +116,11 @@ class ResNetEncoder(nn.Module):
         width: int = 64,
         trainable: bool = True,
     ) -> None:
-        super().__init__()
-        self.backbone = AttentiveResNet(depth, attention=attention, width=width)
+        backbone = AttentiveResNet(depth, attention=attention, width=width)
         if weights:
-            load_imagenet_weights(self.backbone, depth, weights)
-        del self.backbone.fc  # the encoder stops at layer4 (the classifier is never used)
-        self.trainable = trainable
-        self.backbone.requires_grad_(trainable)
-        self.out_channels = self.backbone.out_channels
-
-    def train(self, mode: bool = True) -> ResNetEncoder:
-        super().train(mode)
-        if not self.trainable:  # a frozen backbone keeps its BN running statistics
-            self.backbone.eval()
-        return self
+            load_imagenet_weights(backbone, depth, weights)
+        del backbone.fc  # the encoder stops at layer4 (the classifier is never used)
+        super().__init__(backbone, out_channels=backbone.out_channels, trainable=trainable)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> layer4 features (B, C, H/32, W/32)."""
@@ -84,10 +145,12 @@ class ResNetEncoder(nn.Module):
         b = self.backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(images))))  # (B, w, H/4, W/4)
         block_input = b.layer4[:-1](b.layer3(b.layer2(b.layer1(x))))  # (B, C, h, w)
-        inner = self.lift(block_input, 0, block_input=block_input)  # (B, C_1, h, w)
-        return block_input, inner, self.lift(inner, 1, block_input=block_input)
+        inner = self.lift(block_input, 0, block_input=block_input, batch_stats=True)  # (B, C_1, h, w)
+        return block_input, inner, self.lift(inner, 1, block_input=block_input, batch_stats=True)
 
-    def lift(self, x: torch.Tensor, level: int, *, block_input: torch.Tensor) -> torch.Tensor:
+    def lift(
+        self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
+    ) -> torch.Tensor:
         """Pushes a map from ``level`` (0 or 1) to the next level through the last block's own layers.
 
         Args:
@@ -95,20 +158,95 @@ class ResNetEncoder(nn.Module):
             level: 0 (block input -> inner conv output) or 1 (inner -> block output).
             block_input: the block's input as this step sees it (the attended level-0 map when level 0 is
                 attended, else the cached one): the identity shortcut adds it.
+            batch_stats: BN as the module runs it (batch statistics while training, updating the running ones):
+                for the once-per-image un-attended pass only (see the module docstring).
         """
         block = self.backbone.layer4[-1]
         if level == 0:
-            out = block.relu(_frozen_bn(block.bn1, block.conv1(x)))  # (R, planes, h, w)
+            out = block.relu(_bn(block.bn1, block.conv1(x), batch_stats))  # (R, planes, h, w)
             if isinstance(block, Bottleneck):
-                out = block.relu(_frozen_bn(block.bn2, block.conv2(out)))  # (R, planes, h, w)
+                out = block.relu(_bn(block.bn2, block.conv2(out), batch_stats))  # (R, planes, h, w)
             return out
         if level == 1:
             conv, bn = (block.conv3, block.bn3) if isinstance(block, Bottleneck) else (block.conv2, block.bn2)
             shortcut = block_input if block.downsample is None else block.downsample(block_input)
-            return block.relu(block.attention(_frozen_bn(bn, conv(x))) + shortcut)  # (R, C, h, w)
+            return block.relu(block.attention(_bn(bn, conv(x), batch_stats)) + shortcut)  # (R, C, h, w)
         raise ValueError(f"level must be 0 or 1, got {level}")
 
 
-def _frozen_bn(bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
-    """BatchNorm with its running statistics, in training too (see the module docstring)."""
+class VGGEncoder(Encoder):
+    """VGG-``depth`` feature extractor up to its last conv's ReLU (the last max-pool and the classifier dropped).
+
+    Args:
+        depth: 16 or 19.
+        batch_norm: torchvision's ``vgg16_bn`` / ``vgg19_bn`` layout (BN after every conv).
+        weights: torchvision ImageNet weights name (``IMAGENET1K_V1``) or None for random init.
+        width: base width (64 = standard; smaller for fast CPU models, random init only).
+        trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+    """
+
+    backbone: VGG
+
+    def __init__(
+        self,
+        depth: int,
+        *,
+        batch_norm: bool = False,
+        weights: str | None = None,
+        width: int = 64,
+        trainable: bool = True,
+    ) -> None:
+        backbone = VGG(depth, batch_norm=batch_norm, width=width, num_classes=None)  # no classifier: never used
+        if weights:
+            load_imagenet_weights(backbone, depth, weights)
+        # Drop the last max-pool too (the slice keeps torchvision's indices, so state-dict keys are unchanged):
+        # SCA-CNN attends the conv5 maps, 14 x 14 at 224 px.
+        backbone.features = backbone.features[:-1]
+        super().__init__(backbone, out_channels=backbone.out_channels, trainable=trainable)
+        self.depth = depth
+        convs = [i for i, layer in enumerate(backbone.features) if isinstance(layer, nn.Conv2d)]
+        self.starts = convs[-3:]  # where levels 0, 1, 2 begin: each is conv (+ BN) + ReLU
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> last conv's features (B, C, H/16, W/16)."""
+        return self.backbone.features(images)
+
+    # -- SCA-CNN: the last three convs as attendable levels (see the module docstring) -----------------------------
+    def level_names(self) -> tuple[str, str, str]:
+        """The paper's names of the maps at levels 0, 1, 2 (conv5_2, conv5_3, conv5_4 for VGG-19)."""
+        last = {16: 3, 19: 4}[self.depth]  # convs in stage 5 (arXiv 1409.1556, Table 1)
+        return f"conv5_{last - 2}", f"conv5_{last - 1}", f"conv5_{last}"
+
+    def level_channels(self) -> tuple[int, int, int]:
+        return self.out_channels, self.out_channels, self.out_channels
+
+    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C, H/16, W/16)."""
+        low = self.backbone.features[: self.starts[1]](images)  # (B, C, h, w)
+        middle = self.lift(low, 0, block_input=low, batch_stats=True)  # (B, C, h, w)
+        return low, middle, self.lift(middle, 1, block_input=low, batch_stats=True)
+
+    def lift(
+        self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
+    ) -> torch.Tensor:
+        """Pushes a map from ``level`` (0 or 1) through the next conv (+ BN) + ReLU.
+
+        Args:
+            x: the map at ``level`` (attended or not), (R, C, h, w) for R rows (images x beams).
+            level: 0 or 1.
+            block_input: unused: VGG has no shortcut (kept for the common signature).
+            batch_stats: BN as the module runs it (see :meth:`ResNetEncoder.lift`).
+        """
+        if level not in (0, 1):
+            raise ValueError(f"level must be 0 or 1, got {level}")
+        stop = self.starts[2] if level == 0 else len(self.backbone.features)
+        for layer in self.backbone.features[self.starts[level + 1] : stop]:
+            x = _bn(layer, x, batch_stats) if isinstance(layer, nn.BatchNorm2d) else layer(x)  # (R, C, h, w)
+        return x
+
+
+def _bn(bn: nn.BatchNorm2d, x: torch.Tensor, batch_stats: bool) -> torch.Tensor:
+    """BatchNorm as the module runs it (``batch_stats``), or with its running statistics, in training too."""
+    if batch_stats:
+        return bn(x)
     return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)

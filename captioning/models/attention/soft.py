@@ -22,22 +22,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from captioning.models.encoder import ResNetEncoder
+from captioning.models.encoder import Encoder
 
 
-def _grid(encoder: ResNetEncoder, images: torch.Tensor) -> torch.Tensor:
+def _grid(encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
     return encoder(images).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, N, C)
 
 
 class MeanAttention(nn.Module):
     """The ``none`` baseline: the context is the mean feature vector, the same at every step (no weights)."""
 
-    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> memory with ``pooled`` (B, C), the mean layer4 feature."""
         return {"pooled": _grid(encoder, images).mean(dim=1)}
 
     def forward(
-        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: ResNetEncoder
+        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: Encoder
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return memory["pooled"], {}
 
@@ -52,13 +52,13 @@ class SoftAttention(nn.Module):
         self.score = nn.Linear(attn_dim, 1)  # w
         self.gate = nn.Linear(hidden_dim, 1)  # f_beta
 
-    def prepare(self, encoder: ResNetEncoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def prepare(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images -> memory: ``features`` a_i (B, N, C), ``projected`` W_a a_i (B, N, A), ``pooled`` (B, C)."""
         features = _grid(encoder, images)  # (B, N, C)
         return {"features": features, "projected": self.feature_proj(features), "pooled": features.mean(dim=1)}
 
     def forward(
-        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: ResNetEncoder
+        self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: Encoder
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """memory, h_{t-1} (B, D) -> context z_t (B, C), {"alpha": alpha_t (B, N)}."""
         energy = torch.tanh(memory["projected"] + self.hidden_proj(hidden)[:, None, :])  # (B, N, A)
