@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from lightning_fabric.utilities.data import AttributeDict
 
 from captioning.data.dataset import Batch
-from captioning.decoding import Generation, beam_search
+from captioning.decoding import Generation, LengthPenalty, beam_search
 from captioning.errors import CaptioningError
 from captioning.metrics.evaluator import CaptionEvaluator
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
@@ -62,6 +62,12 @@ class CaptioningModule(pl.LightningModule):
         attention_reg: lambda of the doubly stochastic attention term (0 disables it).
         max_len: longest generated caption, in words.
         beam_size: beams for validation/test/predict generation (1 = greedy).
+        min_len: shortest generated caption, in words.
+        length_penalty: how beams are ranked: ``none`` (sum of log-probabilities), ``average`` (per word) or
+            ``gnmt`` (Wu et al. 2016, exponent ``length_alpha``); see :mod:`captioning.decoding`.
+        length_alpha: the ``gnmt`` exponent.
+        block_trigrams: forbid repeating a trigram within a caption.
+        suppress_unk: never generate ``<unk>`` (``<pad>`` and ``<bos>`` are never generated either way).
         metrics: pycocoevalcap metrics computed at validation and test.
     """
 
@@ -79,6 +85,11 @@ class CaptioningModule(pl.LightningModule):
         attention_reg: float = 1.0,
         max_len: int = 16,
         beam_size: int = 1,
+        min_len: int = 0,
+        length_penalty: LengthPenalty = "none",
+        length_alpha: float = 0.6,
+        block_trigrams: bool = False,
+        suppress_unk: bool = True,
         metrics: tuple[str, ...] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr"),
     ) -> None:
         super().__init__()
@@ -89,6 +100,7 @@ class CaptioningModule(pl.LightningModule):
         self.last_scores: dict[str, float] = {}
         self.last_per_image: dict[int, dict[str, float]] = {}
         self.last_results: list[dict] = []
+        self.last_grounding: dict[str, float | None] = {}
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -116,21 +128,27 @@ class CaptioningModule(pl.LightningModule):
     # -- generation -------------------------------------------------------------------------------------------------
     def generate(self, images: torch.Tensor, *, beam_size: int | None = None) -> tuple[list[str], Generation]:
         """images (B, 3, H, W) -> captions and the raw generation (tokens, scores, attention maps)."""
+        h, vocab = self.hparams, self.vocab
         generation = beam_search(
             self.captioner,
             images,
-            bos=self.vocab.bos,
-            eos=self.vocab.eos,
-            max_len=self.hparams.max_len,
-            beam_size=beam_size or self.hparams.beam_size,
+            bos=vocab.bos,
+            eos=vocab.eos,
+            max_len=h.max_len,
+            beam_size=beam_size or h.beam_size,
+            min_len=h.min_len,
+            length_penalty=h.length_penalty,
+            length_alpha=h.length_alpha,
+            block_trigrams=h.block_trigrams,
+            suppress=(vocab.pad, vocab.bos, *((vocab.unk,) if h.suppress_unk else ())),
         )
         return [self.vocab.decode(row) for row in generation.tokens], generation
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stage: str) -> None:
         self.log(f"{stage}/loss", self.loss(batch)["xe"], batch_size=len(batch.image_ids), sync_dist=True)
-        captions, _ = self.generate(batch.images)
-        self.evaluator.add(batch.image_ids, captions, batch.references)
+        captions, generation = self.generate(batch.images)
+        self.evaluator.add(batch.image_ids, captions, batch.references, generation.attention)
 
     def _eval_epoch_end(self, stage: str) -> None:
         if self.trainer.sanity_checking:  # a 2-batch sanity run would log meaningless split scores
@@ -138,9 +156,11 @@ class CaptioningModule(pl.LightningModule):
             return
         self.last_scores, self.last_per_image = self.evaluator.compute()
         self.last_results = self.evaluator.results()
+        self.last_grounding = self.evaluator.grounding_scores()  # gathered with the captions: equal on every rank
         self.evaluator.reset()
         # Every rank holds the same broadcast scores; sync_dist averages identical values (and keeps Lightning quiet).
-        scores = {f"{stage}/{k}": v for k, v in self.last_scores.items()}
+        measured = {k: v for k, v in {**self.last_scores, **self.last_grounding}.items() if v is not None}
+        scores = {f"{stage}/{k}": v for k, v in measured.items()}
         self.log_dict(scores, prog_bar=stage == "val", sync_dist=True)
 
     def on_validation_epoch_start(self) -> None:
@@ -169,7 +189,8 @@ class CaptioningModule(pl.LightningModule):
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", **overrides) -> CaptioningModule:
     """Loads a module from a checkpoint alone (vocabulary and settings are inside it).
 
-    ``overrides`` replace saved hyperparameters that do not change the weights (``beam_size``, ``max_len``).
+    ``overrides`` replace saved hyperparameters that do not change the weights (``beam_size``, ``max_len``,
+    ``length_penalty``, ``block_trigrams``, ...).
 
     Uses ``weights_only`` unpickling: only tensors, containers and this project's plain settings classes are
     accepted, so a checkpoint from an untrusted source cannot run code.
