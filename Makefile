@@ -32,3 +32,5 @@ clean:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/decoding_attention.py
+	$(BIN)/python benchmarks/beam_speed.py
+	$(BIN)/python benchmarks/cider_speed.py

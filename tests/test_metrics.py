@@ -236,3 +236,65 @@ def test_invalid_arguments():
 def test_show_progress(capsys):
     coco_scores(GOLDEN_CANDIDATES, GOLDEN_REFERENCES, metrics=("ROUGE_L",), tokenize=False, show_progress=True)
     assert "COCO metrics" in capsys.readouterr().err
+
+
+# -- SPICE: scored where its jars and Java are present, otherwise skipped with one line ---------------------------
+@pytest.fixture
+def no_corenlp(monkeypatch, tmp_path):
+    """SPICE as on a machine without its Stanford CoreNLP jars (this one, unless `prepare spice` ran)."""
+    import captioning.metrics.spice as spice_module
+
+    monkeypatch.setattr(spice_module, "CORENLP_JARS", (tmp_path / "corenlp.jar", tmp_path / "corenlp-models.jar"))
+
+
+@requires_java
+def test_spice_without_its_jars_is_skipped_with_one_line_and_the_other_metrics_stand(no_corenlp, capsys):
+    from captioning.metrics import METRICS, WITH_SPICE, spice_unavailable
+
+    reason = spice_unavailable()
+    assert reason.startswith("SPICE skipped: Stanford CoreNLP jars missing from") and "prepare spice" in reason
+    with_spice, per_image = coco_scores(GOLDEN_CANDIDATES, GOLDEN_REFERENCES, metrics=WITH_SPICE)
+    assert capsys.readouterr().err.strip().splitlines() == [reason]
+    without, _ = coco_scores(GOLDEN_CANDIDATES, GOLDEN_REFERENCES, metrics=METRICS)
+    assert with_spice == without and "SPICE" not in with_spice
+    assert set(per_image[1]) == set(without)
+
+
+def test_spice_without_java_says_so(monkeypatch):
+    import captioning.metrics.spice as spice_module
+
+    monkeypatch.setattr(spice_module.shutil, "which", lambda name: None)
+    assert spice_module.spice_unavailable() == "SPICE skipped: no `java` on PATH (SPICE is a Java 8+ program)"
+    with pytest.raises(CaptioningError, match="no `java` on PATH"):
+        spice_module.spice_score({1: "a red circle"}, {1: ["a red circle"]})
+
+
+def test_fetching_spice_models_offline_fails_with_one_line(monkeypatch):
+    import urllib.error
+
+    import captioning.metrics.spice as spice_module
+
+    def offline() -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(spice_module.stanford, "get_stanford_models", offline)
+    with pytest.raises(CaptioningError, match=r"could not fetch the Stanford CoreNLP jars for SPICE: .*resolution"):
+        spice_module.fetch_spice_models()
+
+
+@pytest.mark.skipif(
+    __import__("captioning.metrics.spice", fromlist=["x"]).spice_unavailable() is not None,
+    reason="SPICE's Stanford CoreNLP jars are not installed (captioning prepare spice)",
+)
+def test_spice_equals_pycocoevalcap_where_it_can_run():
+    from pycocoevalcap.spice.spice import Spice
+
+    from captioning.metrics import spice_score
+
+    ids = sorted(GOLDEN_CANDIDATES)
+    expected_mean, expected = Spice().compute_score(
+        {i: GOLDEN_REFERENCES[i] for i in ids}, {i: [GOLDEN_CANDIDATES[i]] for i in ids}
+    )
+    mean, per_image = spice_score(GOLDEN_CANDIDATES, GOLDEN_REFERENCES)
+    assert mean == pytest.approx(expected_mean, abs=1e-12)
+    assert per_image == pytest.approx([e["All"]["f"] for e in expected], abs=1e-12, nan_ok=True)

@@ -1,6 +1,20 @@
 """COCO caption metrics (pycocoevalcap's numbers) over pre-tokenized text, and the PTB tokenization step."""
 
-from captioning.metrics.scorers import bleu, cider_d, coco_scores, meteor, rouge_l
+from captioning.metrics.cider import CiderD
+from captioning.metrics.scorers import METRICS, WITH_SPICE, bleu, cider_d, coco_scores, meteor, rouge_l
+from captioning.metrics.spice import spice_score, spice_unavailable
 from captioning.metrics.tokenize import ptb_tokenize
 
-__all__ = ["bleu", "cider_d", "coco_scores", "meteor", "ptb_tokenize", "rouge_l"]
+__all__ = [
+    "METRICS",
+    "WITH_SPICE",
+    "CiderD",
+    "bleu",
+    "cider_d",
+    "coco_scores",
+    "meteor",
+    "ptb_tokenize",
+    "rouge_l",
+    "spice_score",
+    "spice_unavailable",
+]
