@@ -5,20 +5,24 @@
 
 Each variant is ``fit --config BASE --config VARIANT [overrides]`` from scratch, then ``evaluate`` on the test split
 with its best-val-CIDEr checkpoint. Writes ``ablation.csv`` and ``ablation.md`` (variant, parameters, train time,
-BLEU-1..4, METEOR, ROUGE-L, CIDEr-D), updated after every variant so an interrupted sweep keeps what it finished.
+BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and on datasets with boxes the attention grounding of the top attended layer:
+pointing-game accuracy, attention mass in the named objects' boxes, and the boxes' area share, which is chance level
+for both), updated after every variant so an interrupted sweep keeps what it finished.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from captioning.commands import run_evaluation, run_training
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
-HEADER = ("variant", "params", "train_s", *METRICS)
+GROUNDING = ("pointing", "mass", "area")  # of the top attended layer; area = chance (captioning.metrics.grounding)
+HEADER = ("variant", "params", "train_s", *METRICS, *GROUNDING)
 
 
 def write_tables(rows: list[dict], out: Path) -> None:
@@ -30,7 +34,7 @@ def write_tables(rows: list[dict], out: Path) -> None:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     for row in rows:
         cells = [row["variant"], f"{row['params'] / 1e6:.2f}M", f"{row['train_s']:.0f}"]
-        lines.append("| " + " | ".join(cells + [f"{row[m]:.3f}".replace("nan", "-") for m in METRICS]) + " |")
+        lines.append("| " + " | ".join(cells + [f"{row[m]:.3f}".replace("nan", "-") for m in HEADER[3:]]) + " |")
     (out / "ablation.md").write_text("\n".join(lines) + "\n")
 
 
@@ -47,11 +51,19 @@ def main(argv: Sequence[str]) -> list[dict]:
         name = Path(variant).stem
         run = run_training([args.config, variant], data or _data_root(args.config), args.out / name, overrides)
         scores = run_evaluation(run.best, data or _data_root(args.config), "test", args.out / name)
+        grounding_file = args.out / name / "grounding.json"
+        grounding = json.loads(grounding_file.read_text()) if grounding_file.is_file() else {}
         row = {"variant": name, "params": run.parameters, "train_s": run.seconds}
-        rows.append(row | {m: scores.get(m, float("nan")) for m in METRICS})  # NaN: a metric the config skips
+        values = {**scores, **grounding}
+        rows.append(row | {m: _number(values.get(m)) for m in HEADER[3:]})
         write_tables(rows, args.out)
     print((args.out / "ablation.md").read_text())
     return rows
+
+
+def _number(value: float | None) -> float:
+    """NaN (shown as ``-``) for what was not measured: a metric the config skips, grounding without spatial maps."""
+    return float("nan") if value is None else value
 
 
 def _data_root(config: str) -> str:

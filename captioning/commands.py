@@ -1,4 +1,4 @@
-"""Plain subcommands of ``captioning``: prepare, caption, evaluate, visualize (and demo, in demo.py)."""
+"""Plain subcommands of ``captioning``: prepare, caption, evaluate, score, visualize (demo and ablate elsewhere)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+from PIL import Image
 
+from captioning.data.coco import read_coco_captions, read_coco_results
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.dataset import image_transform, load_image
+from captioning.data.records import CaptionRecord
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError
+from captioning.metrics import METRICS, WITH_SPICE, coco_scores
+from captioning.metrics.grounding import GroundingTarget, synonyms_for
+from captioning.metrics.spice import fetch_spice_models
 from captioning.module import CaptioningModule, load_checkpoint
 from captioning.viz.attention import plot_word_attention
 
@@ -34,15 +40,24 @@ def _write_json(path: Path, value: object) -> None:
 
 # -- prepare ------------------------------------------------------------------------------------------------------
 def prepare(argv: Sequence[str]) -> None:
-    parser = _parser("prepare", "Make a dataset folder the data module reads.")
-    parser.add_argument("dataset", choices=["shapes"], help="shapes: the synthetic captioned shapes set")
-    parser.add_argument("--out", required=True, type=Path, help="dataset folder to write")
+    parser = _parser("prepare", "Make a dataset folder the data module reads, or fetch SPICE's parser models.")
+    parser.add_argument(
+        "dataset",
+        choices=["shapes", "spice"],
+        help="shapes: the synthetic captioned shapes set; spice: the Stanford CoreNLP jars SPICE needs (internet)",
+    )
+    parser.add_argument("--out", type=Path, help="dataset folder to write (shapes)")
     parser.add_argument("--train", type=int, default=4000, help="train images")
     parser.add_argument("--val", type=int, default=250, help="val images")
     parser.add_argument("--test", type=int, default=250, help="test images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=96, help="square image side in pixels")
     args = parser.parse_args(argv)
+    if args.dataset == "spice":
+        fetch_spice_models()
+        return
+    if args.out is None:
+        parser.error("prepare shapes needs --out DIR")
     counts = generate_shapes(
         args.out, train=args.train, val=args.val, test=args.test, seed=args.seed, image_size=args.image_size
     )
@@ -129,6 +144,9 @@ def run_training(configs: Sequence[str], data: str | Path, run: str | Path, extr
     return TrainingRun(run / "checkpoints" / "best.ckpt", seconds, sum(p.numel() for p in cli.model.parameters()))
 
 
+_SPICE_HELP = "also score SPICE where it can run (its jars: captioning prepare spice); else one line says why not"
+
+
 # -- evaluate -----------------------------------------------------------------------------------------------------
 def run_evaluation(
     ckpt: str | Path,
@@ -137,15 +155,23 @@ def run_evaluation(
     out: str | Path,
     *,
     beam_size: int | None = None,
+    decoding: dict | None = None,
     devices: int = 1,
     batch_size: int = 64,
     num_workers: int = 0,
+    spice: bool = False,
 ) -> dict[str, float]:
-    """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json."""
+    """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json.
+
+    With ``spice``, SPICE is scored too where it can run (else skipped with one line).
+    """
     if split not in ("val", "test"):
         raise CaptioningError(f"--split must be val or test, not {split!r}")
     overrides = {"beam_size": beam_size} if beam_size else {}
+    overrides |= {k: v for k, v in (decoding or {}).items() if v is not None}  # min_len, length_penalty, ...
     module = load_checkpoint(ckpt, **overrides)
+    if spice:
+        module.evaluator.metrics = (*module.evaluator.metrics, "SPICE")
     data = CaptionDataModule(
         str(data_root),
         image_size=module.hparams.image_size,
@@ -161,6 +187,10 @@ def run_evaluation(
         enable_checkpointing=False,
         enable_model_summary=False,
     )
+    targets = grounding_targets(data.records(split))
+    if targets:
+        categories = {box.category for target in targets.values() for box in target.boxes}
+        module.evaluator.ground_on(targets, synonyms_for(categories))
     loader = data.val_dataloader() if split == "val" else data.test_dataloader()
     trainer.test(module, dataloaders=loader, verbose=False)
     if trainer.is_global_zero:
@@ -168,8 +198,20 @@ def run_evaluation(
         _write_json(out / "results.json", module.last_results)
         _write_json(out / "scores.json", module.last_scores)
         _write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
+        if module.last_grounding:
+            _write_json(out / "grounding.json", module.last_grounding)
         return module.last_scores
     return {}  # other DDP ranks: rank 0 reports
+
+
+def grounding_targets(records: Sequence[CaptionRecord]) -> dict[int, GroundingTarget]:
+    """Object boxes and image sizes of the records that have boxes (image headers only are read)."""
+    targets = {}
+    for record in records:
+        if record.boxes:
+            with Image.open(record.path) as image:
+                targets[record.image_id] = GroundingTarget(*image.size, record.boxes)
+    return targets
 
 
 def evaluate(argv: Sequence[str]) -> dict[str, float]:
@@ -179,9 +221,13 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--out", required=True, help="folder for results.json, scores.json, per_image.json")
     parser.add_argument("--beam-size", type=int, default=None, help="beams (default: the checkpoint's)")
+    parser.add_argument("--min-len", type=int, default=None, help="fewest words (default: the checkpoint's)")
+    parser.add_argument("--length-penalty", choices=["none", "average", "gnmt"], default=None, help="beam ranking")
+    parser.add_argument("--block-trigrams", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--devices", type=int, default=1, help="processes; >1 on CPU runs DDP over gloo")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--spice", action=argparse.BooleanOptionalAction, default=True, help=_SPICE_HELP)
     args = parser.parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     scores = run_evaluation(
@@ -190,12 +236,48 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
         args.split,
         args.out,
         beam_size=args.beam_size,
+        decoding={
+            "min_len": args.min_len,
+            "length_penalty": args.length_penalty,
+            "block_trigrams": args.block_trigrams,
+        },
         devices=args.devices,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
+        spice=args.spice,
     )
     if scores:
         print(json.dumps(scores, indent=2))
+        grounding = Path(args.out) / "grounding.json"
+        if grounding.is_file():
+            print("attention grounding (pointing game, attention mass in boxes, chance = box area share):")
+            print(grounding.read_text().strip())
+    return scores
+
+
+def score(argv: Sequence[str]) -> dict[str, float]:
+    parser = _parser("score", "Score a COCO results file against a COCO captions file.")
+    parser.add_argument("references", type=Path, help="COCO captions file (the ground truth)")
+    parser.add_argument("predictions", type=Path, help="COCO results file: [{image_id, caption}, ...]")
+    parser.add_argument("--out", type=Path, default=None, help="write the scores here as JSON")
+    parser.add_argument("--per-image", type=Path, default=None, help="write per-image scores here as JSON")
+    parser.add_argument("--spice", action=argparse.BooleanOptionalAction, default=True, help=_SPICE_HELP)
+    args = parser.parse_args(argv)
+    references = {r.image_id: list(r.captions) for r in read_coco_captions(args.references, ".", split="test")}
+    candidates = read_coco_results(args.predictions)
+    missing = sorted(set(references) - set(candidates))
+    extra = sorted(set(candidates) - set(references))
+    if missing or extra:
+        raise CaptioningError(
+            f"{args.predictions}: its image ids differ from {args.references}'s: "
+            f"{len(missing)} without a caption (e.g. {missing[:3]}), {len(extra)} unknown (e.g. {extra[:3]})"
+        )
+    scores, per_image = coco_scores(candidates, references, metrics=WITH_SPICE if args.spice else METRICS)
+    if args.out:
+        _write_json(args.out, scores)
+    if args.per_image:
+        _write_json(args.per_image, {str(k): v for k, v in per_image.items()})
+    print(json.dumps(scores, indent=2))
     return scores
 
 
@@ -215,6 +297,7 @@ COMMANDS = {
     "prepare": prepare,
     "caption": caption,
     "evaluate": evaluate,
+    "score": score,
     "visualize": visualize,
     "demo": _demo,
     "ablate": _ablate,

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils.data import DistributedSampler
 
 from captioning.cli import cli_main, main
 from captioning.data.shapes import generate_shapes
+from captioning.metrics import coco_scores, spice_unavailable
 from captioning.module import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +85,10 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
     per_image = json.loads((tmp_path / "per_image.json").read_text())
     assert len(per_image) == 7
     assert np.mean([s["CIDEr"] for s in per_image.values()]) == pytest.approx(scores["CIDEr"])
+    grounding = json.loads((tmp_path / "grounding.json").read_text())  # shapes has boxes: grounding is scored
+    assert set(grounding) >= {"pointing.soft", "mass.soft", "area.soft", "object_words", "absent_object_words"}
+    if grounding["object_words"]:  # null when no caption of this barely trained model names an object it shows
+        assert 0 <= grounding["pointing.soft"] <= 1 and 0 < grounding["area.soft"] < 1
 
 
 def test_predict_writes_one_caption_per_test_image(run, tmp_path):
@@ -104,6 +110,53 @@ def test_evaluate_with_two_processes_equals_one(run, tmp_path):
     one, two = (json.loads((tmp_path / d / "scores.json").read_text()) for d in ("1", "2"))
     assert one == two
     assert len(json.loads((tmp_path / "2" / "results.json").read_text())) == 7
+    grounding = [json.loads((tmp_path / d / "grounding.json").read_text()) for d in ("1", "2")]
+    assert grounding[0] == grounding[1]  # per-image grounding travels and dedupes with the captions
+
+
+def test_averaging_per_rank_cider_would_differ_from_the_split_score(run, tmp_path):
+    """Why the evaluator gathers captions: CIDEr-D's IDF is a corpus statistic, so the mean of the two ranks'
+    scores (over DistributedSampler's shards of the 7 images, one padded twice) is not the split's score."""
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    main(["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--out", str(tmp_path)])
+    split = json.loads((tmp_path / "scores.json").read_text())["CIDEr"]
+    captions = {r["image_id"]: r["caption"] for r in json.loads((tmp_path / "results.json").read_text())}
+    references = {r.image_id: list(r.captions) for r in run["cli"].datamodule.records("test")}
+    ids = sorted(references)  # the test loader's order
+    sampler = [list(DistributedSampler(ids, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
+    assert sampler[1][-1] == sampler[0][0]  # 7 images over 2 ranks: the first one is repeated as padding
+    per_rank = [
+        coco_scores({ids[i]: captions[ids[i]] for i in shard}, {ids[i]: references[ids[i]] for i in shard})[0]
+        for shard in sampler
+    ]
+    averaged = np.mean([s["CIDEr"] for s in per_rank])
+    assert abs(averaged - split) > 1e-3
+
+
+def test_score_command_scores_a_results_file(run, tmp_path, capsys):
+    shapes = run["shapes"]
+    records = run["cli"].datamodule.records("test")
+    predictions = [{"image_id": r.image_id, "caption": r.captions[0]} for r in records]
+    (tmp_path / "pred.json").write_text(json.dumps(predictions))
+    main(["score", str(shapes / "captions_test.json"), str(tmp_path / "pred.json"), "--out", str(tmp_path / "s.json")])
+    scores = json.loads((tmp_path / "s.json").read_text())
+    expected, _ = coco_scores(
+        {r.image_id: r.captions[0] for r in records}, {r.image_id: list(r.captions) for r in records}
+    )
+    assert scores == expected
+    assert scores["Bleu_1"] > 0.99  # each candidate is one of its own references
+    captured = capsys.readouterr()
+    assert f'"CIDEr": {scores["CIDEr"]}' in captured.out
+    if spice_unavailable():  # the usual case (SPICE's parser jars are a separate download): one line, nothing lost
+        assert [line for line in captured.err.splitlines() if "SPICE" in line] == [spice_unavailable()]
+
+    (tmp_path / "broken.json").write_text('[{"image_id": 1, "caption": "a"},\n {"image_id": 2 "caption": "b"}]')
+    result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "broken.json"))
+    assert result.returncode == 2
+    assert "broken.json: not valid JSON (line 2, column" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "short.json").write_text(json.dumps(predictions[:-1]))
+    result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "short.json"))
+    assert result.returncode == 2 and "1 without a caption" in result.stderr
 
 
 def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, capsys):
@@ -185,8 +238,12 @@ def test_ablate_trains_and_scores_every_variant(shapes, tmp_path, capsys):
     args = ["--out", str(tmp_path), "--data.root", str(shapes), "--trainer.max_epochs", "1"]
     main(["ablate", "--config", str(ROOT / "configs/smoke.yaml"), "--variants", *variants, *args])
     header, *lines = (tmp_path / "ablation.csv").read_text().splitlines()
-    assert header.split(",")[:4] == ["variant", "params", "train_s", "Bleu_1"] and header.endswith("CIDEr")
+    assert header.split(",")[:4] == ["variant", "params", "train_s", "Bleu_1"]
+    assert header.endswith("CIDEr,pointing,mass,area")
     assert [line.split(",")[0] for line in lines] == ["none", "sca_cs"]
+    assert lines[0].endswith("nan,nan,nan")  # no spatial attention: no grounding
+    grounding = json.loads((tmp_path / "sca_cs" / "grounding.json").read_text())  # both attended layers are scored
+    assert {"pointing.layer4.1.conv1", "pointing.layer4", "mass.layer4", "area.layer4"} <= set(grounding)
     table = (tmp_path / "ablation.md").read_text()
     assert "| sca_cs |" in table and table in capsys.readouterr().out
     assert int(lines[1].split(",")[1]) > int(lines[0].split(",")[1])  # SCA adds attention parameters

@@ -89,3 +89,29 @@ def read_karpathy(path: str | Path, image_root: str | Path, *, merge_restval: bo
     except (ValueError, KeyError, TypeError) as e:
         raise CaptioningError(f"{path}: not a Karpathy split file ({type(e).__name__}: {e})") from e
     return records
+
+
+def read_coco_results(path: str | Path) -> dict[int, str]:
+    """Reads a COCO captioning results file, ``[{"image_id": int, "caption": str}, ...]``, into {image id: caption}.
+
+    Raises:
+        CaptioningError: naming the file and the problem (not JSON, with the line and column; not a list of such
+            entries, with the entry's index; an image id given twice).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CaptioningError(f"{path}: results file not found")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CaptioningError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    if not isinstance(entries, list):
+        raise CaptioningError(f"{path}: a results file is a JSON list of {{image_id, caption}} entries")
+    captions: dict[int, str] = {}
+    for index, entry in enumerate(entries):
+        if not (isinstance(entry, dict) and isinstance(entry.get("image_id"), int) and "caption" in entry):
+            raise CaptioningError(f"{path}: entry {index} is not an {{image_id: int, caption: str}} object")
+        if entry["image_id"] in captions:
+            raise CaptioningError(f"{path}: entry {index} repeats image_id {entry['image_id']}")
+        captions[entry["image_id"]] = str(entry["caption"])
+    return captions

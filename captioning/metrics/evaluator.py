@@ -4,14 +4,18 @@ Corpus metrics (BLEU, CIDEr-D's IDF) are not averages of per-shard scores, and D
 batches by repeating images, so: every rank gathers all (image id, caption) pairs with
 ``torch.distributed.all_gather_object`` (Lightning's ``all_gather`` returns lists of strings unchanged), duplicates
 are dropped by image id, rank 0 scores the split once, and the scores are broadcast to every rank.
+With grounding targets (object boxes), each caption's attention is scored against its image's boxes as it is added
+(:mod:`captioning.metrics.grounding`); those per-image tallies travel and dedupe with the captions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
+import torch
 import torch.distributed as dist
 
+from captioning.metrics.grounding import GroundingTarget, ImageGrounding, ground_caption, summarize
 from captioning.metrics.scorers import coco_scores
 
 
@@ -20,25 +24,46 @@ class CaptionEvaluator:
 
     def __init__(self, metrics: Sequence[str] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")) -> None:
         self.metrics = tuple(metrics)
+        self.targets: Mapping[int, GroundingTarget] = {}
+        self.synonyms: Mapping[str, str] = {}
         self.reset()
 
     def reset(self) -> None:
         self.captions: dict[int, str] = {}
         self.references: dict[int, list[str]] = {}
+        self.grounding: dict[int, ImageGrounding] = {}
 
-    def add(self, image_ids: Sequence[int], captions: Sequence[str], references: Sequence[Sequence[str]]) -> None:
-        for image_id, caption, refs in zip(image_ids, captions, references, strict=True):
-            self.captions[int(image_id)] = caption
-            self.references[int(image_id)] = list(refs)
+    def ground_on(self, targets: Mapping[int, GroundingTarget], synonyms: Mapping[str, str]) -> None:
+        """Scores attention grounding for the images that have ``targets`` (boxes), naming objects by ``synonyms``."""
+        self.targets, self.synonyms = targets, synonyms
+
+    def add(
+        self,
+        image_ids: Sequence[int],
+        captions: Sequence[str],
+        references: Sequence[Sequence[str]],
+        attention: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        """One batch: captions, their references, and (for grounding) the attention of each step, (B, T, ...)."""
+        for row, (image_id, caption, refs) in enumerate(zip(image_ids, captions, references, strict=True)):
+            image_id = int(image_id)
+            self.captions[image_id] = caption
+            self.references[image_id] = list(refs)
+            if attention is not None and image_id in self.targets:
+                maps = {name: weights[row] for name, weights in attention.items()}  # (T, ...)
+                self.grounding[image_id] = ground_caption(
+                    caption.split(), maps, self.targets[image_id], synonyms=self.synonyms
+                )
 
     def _gather(self) -> None:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         shards: list = [None] * dist.get_world_size()
-        dist.all_gather_object(shards, (self.captions, self.references))
-        for captions, references in shards:  # a repeated (padded) image id simply overwrites itself
+        dist.all_gather_object(shards, (self.captions, self.references, self.grounding))
+        for captions, references, grounding in shards:  # a repeated (padded) image id simply overwrites itself
             self.captions.update(captions)
             self.references.update(references)
+            self.grounding.update(grounding)
 
     def compute(self) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         """Scores every collected image once; returns (corpus scores, per-image scores) on every rank."""
@@ -50,6 +75,10 @@ class CaptionEvaluator:
         if distributed:
             dist.broadcast_object_list(result, src=0)
         return result[0]
+
+    def grounding_scores(self) -> dict[str, float]:
+        """Corpus grounding of the collected captions (after :meth:`compute`, which gathers them); {} without boxes."""
+        return summarize(self.grounding) if self.grounding else {}
 
     def results(self) -> list[dict]:
         """The COCO results format: one ``{"image_id", "caption"}`` per image, by image id."""

@@ -1,0 +1,250 @@
+"""Attention grounding: does the model look at the object it names?
+
+For every generated word that names an object category (through a synonym table), the spatial attention map of
+that word's step (alpha_t, the map whose context produced the word) is upsampled bilinearly to the image, as the
+visualizations draw it, and compared with the boxes of the objects of that category in the image:
+
+    pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016):
+        hit_t  = [the centre of the heaviest cell of alpha_t lies inside a box of the named category]
+             (bilinear upsampling peaks there; its flat border zone would make a pixel argmax drift to the corner)
+    attention mass:
+        mass_t = sum_{pixels in the union of those boxes} A_t        (A_t upsampled, summing to 1)
+    chance (what a uniform map gives for both):
+        area_t = |union of those boxes| / |image|
+
+Words naming a category with no box in the image (a hallucinated object) are counted apart and excluded from the
+three averages. Every attended layer (``alpha`` for soft attention, ``alpha.<layer>`` for SCA) is scored on its own.
+
+Synonym tables: :data:`SHAPES_WORDS` (the shapes generator's own word lists) and :data:`COCO_WORDS`, a mapping of
+caption words to the 80 COCO instance categories (singular and plural forms; made for this project after the
+word lists commonly used for COCO object hallucination, e.g. Rohrbach et al. 2018 "Object Hallucination in Image
+Captioning"; it is not exhaustive: words missing from it are simply not scored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from captioning.data.records import Box
+from captioning.data.shapes import SHAPES
+
+SHAPES_WORDS: Mapping[str, str] = {word: shape for shape, words in SHAPES.items() for word in words}
+
+_COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "person": ("person", "people", "man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child",
+               "children", "kid", "kids", "guy", "guys", "lady", "ladies", "player", "players", "skier", "skiers",
+               "surfer", "surfers", "skateboarder", "skateboarders", "baby", "toddler", "adult", "adults"),
+    "bicycle": ("bicycle", "bicycles", "bike", "bikes", "cycle"),
+    "car": ("car", "cars", "taxi", "sedan"),
+    "motorcycle": ("motorcycle", "motorcycles", "motorbike", "motorbikes", "scooter", "scooters"),
+    "airplane": ("airplane", "airplanes", "plane", "planes", "jet", "jets", "aircraft", "airliner"),
+    "bus": ("bus", "buses", "busses"),
+    "train": ("train", "trains", "locomotive"),
+    "truck": ("truck", "trucks", "pickup"),
+    "boat": ("boat", "boats", "ship", "ships", "sailboat", "kayak", "canoe"),
+    "traffic light": ("stoplight", "stoplights"),
+    "fire hydrant": ("hydrant", "hydrants"),
+    "stop sign": ("stop",),
+    "parking meter": ("meter", "meters"),
+    "bench": ("bench", "benches"),
+    "bird": ("bird", "birds", "pigeon", "pigeons", "seagull", "seagulls", "duck", "ducks", "parrot"),
+    "cat": ("cat", "cats", "kitten", "kittens", "kitty"),
+    "dog": ("dog", "dogs", "puppy", "puppies", "pup"),
+    "horse": ("horse", "horses", "pony", "ponies"),
+    "sheep": ("sheep", "lamb", "lambs"),
+    "cow": ("cow", "cows", "cattle", "bull", "bulls", "calf"),
+    "elephant": ("elephant", "elephants"),
+    "bear": ("bear", "bears"),
+    "zebra": ("zebra", "zebras"),
+    "giraffe": ("giraffe", "giraffes"),
+    "backpack": ("backpack", "backpacks"),
+    "umbrella": ("umbrella", "umbrellas", "parasol"),
+    "handbag": ("handbag", "handbags", "purse", "purses"),
+    "tie": ("tie", "ties", "necktie"),
+    "suitcase": ("suitcase", "suitcases", "luggage"),
+    "frisbee": ("frisbee", "frisbees"),
+    "skis": ("skis", "ski"),
+    "snowboard": ("snowboard", "snowboards"),
+    "sports ball": ("ball", "balls", "football", "baseball", "soccer"),
+    "kite": ("kite", "kites"),
+    "baseball bat": ("bat", "bats"),
+    "baseball glove": ("glove", "gloves", "mitt"),
+    "skateboard": ("skateboard", "skateboards"),
+    "surfboard": ("surfboard", "surfboards"),
+    "tennis racket": ("racket", "rackets", "racquet"),
+    "bottle": ("bottle", "bottles"),
+    "wine glass": ("glass", "glasses"),
+    "cup": ("cup", "cups", "mug", "mugs"),
+    "fork": ("fork", "forks"),
+    "knife": ("knife", "knives"),
+    "spoon": ("spoon", "spoons"),
+    "bowl": ("bowl", "bowls"),
+    "banana": ("banana", "bananas"),
+    "apple": ("apple", "apples"),
+    "sandwich": ("sandwich", "sandwiches", "burger", "sub"),
+    "orange": ("orange", "oranges"),
+    "broccoli": ("broccoli",),
+    "carrot": ("carrot", "carrots"),
+    "hot dog": ("hotdog", "hotdogs"),
+    "pizza": ("pizza", "pizzas"),
+    "donut": ("donut", "donuts", "doughnut", "doughnuts"),
+    "cake": ("cake", "cakes", "cupcake", "cupcakes"),
+    "chair": ("chair", "chairs", "stool"),
+    "couch": ("couch", "couches", "sofa", "sofas"),
+    "potted plant": ("plant", "plants"),
+    "bed": ("bed", "beds"),
+    "dining table": ("table", "tables"),
+    "toilet": ("toilet", "toilets"),
+    "tv": ("tv", "television", "televisions"),
+    "laptop": ("laptop", "laptops", "computer", "computers"),
+    "mouse": ("mouse",),
+    "remote": ("remote", "remotes", "controller"),
+    "keyboard": ("keyboard", "keyboards"),
+    "cell phone": ("phone", "phones", "cellphone", "smartphone"),
+    "microwave": ("microwave", "microwaves"),
+    "oven": ("oven", "ovens", "stove"),
+    "toaster": ("toaster", "toasters"),
+    "sink": ("sink", "sinks"),
+    "refrigerator": ("refrigerator", "refrigerators", "fridge", "fridges"),
+    "book": ("book", "books"),
+    "clock": ("clock", "clocks"),
+    "vase": ("vase", "vases"),
+    "scissors": ("scissors",),
+    "teddy bear": ("teddy",),
+    "hair drier": ("dryer", "drier", "hairdryer"),
+    "toothbrush": ("toothbrush", "toothbrushes"),
+}  # fmt: skip
+COCO_WORDS: Mapping[str, str] = {word: category for category, words in _COCO_SYNONYMS.items() for word in words}
+
+
+@dataclass(frozen=True)
+class GroundingTarget:
+    """One image's objects: its size in pixels (the frame of the boxes) and its boxes."""
+
+    width: float
+    height: float
+    boxes: tuple[Box, ...]
+
+
+@dataclass
+class LayerTally:
+    """Sums over the scored words of one attended layer."""
+
+    words: int = 0  # object words whose category has a box in the image
+    hits: int = 0  # pointing-game hits
+    mass: float = 0.0  # sum of attention mass inside the matching boxes
+    area: float = 0.0  # sum of the matching boxes' share of the image (chance level)
+
+    def add(self, other: LayerTally) -> None:
+        self.words += other.words
+        self.hits += other.hits
+        self.mass += other.mass
+        self.area += other.area
+
+
+@dataclass
+class ImageGrounding:
+    """Grounding of one caption: a tally per attended layer, and the words naming an absent object."""
+
+    layers: dict[str, LayerTally] = field(default_factory=dict)
+    absent: int = 0
+
+
+def _box_mask(boxes: Sequence[Box], target: GroundingTarget, height: int, width: int) -> torch.Tensor:
+    """Union of boxes, rasterized on a (height, width) grid of pixel centres spanning the image: (height, width)."""
+    ys = (torch.arange(height, dtype=torch.float64) + 0.5) * (target.height / height)  # pixel centres, image frame
+    xs = (torch.arange(width, dtype=torch.float64) + 0.5) * (target.width / width)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    for box in boxes:
+        inside_y = (ys >= box.y) & (ys < box.y + box.height)  # (height,)
+        inside_x = (xs >= box.x) & (xs < box.x + box.width)  # (width,)
+        mask |= inside_y[:, None] & inside_x[None, :]
+    return mask
+
+
+def ground_caption(
+    words: Sequence[str],
+    attention: Mapping[str, torch.Tensor],
+    target: GroundingTarget,
+    *,
+    synonyms: Mapping[str, str],
+    resolution: int = 96,
+) -> ImageGrounding:
+    """Scores one caption's attention against its image's boxes.
+
+    Args:
+        words: the generated words; word t was produced at step t.
+        attention: per layer, the spatial weights of each step, (T', N) with T' >= len(words) and N = h*w
+            locations in row-major order; only ``alpha*`` entries are read (channel weights are not spatial).
+        target: the image's size and boxes.
+        synonyms: caption word -> box category.
+        resolution: the longer side, in cells, of the grid that maps are upsampled to (the image's aspect ratio).
+    """
+    result = ImageGrounding({name: LayerTally() for name in attention if name.startswith("alpha")})
+    named = [(t, synonyms[w]) for t, w in enumerate(words) if w in synonyms]
+    if not named:
+        return result
+    present = {box.category for box in target.boxes}
+    result.absent = sum(category not in present for _, category in named)
+    scored = [(t, category) for t, category in named if category in present]
+    scale = resolution / max(target.width, target.height)
+    height, width = max(1, round(target.height * scale)), max(1, round(target.width * scale))
+    masks = {c: _box_mask([b for b in target.boxes if b.category == c], target, height, width) for _, c in scored}
+    for name, weights in attention.items():
+        if not name.startswith("alpha"):
+            continue
+        tally = result.layers[name]
+        n = weights.shape[-1]
+        grid_h = max(1, round((n * target.height / target.width) ** 0.5))
+        if n % grid_h:
+            raise ValueError(f"{name}: {n} locations do not form a grid with the image's aspect ratio")
+        for t, category in scored:
+            grid = weights[t].detach().double().cpu().view(1, 1, grid_h, n // grid_h)  # (1, 1, h, w)
+            heat = F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=False)[0, 0]
+            heat = heat.clamp_min(0) / heat.clamp_min(0).sum().clamp_min(1e-12)  # (height, width), sums to 1
+            mask = masks[category]  # (height, width)
+            tally.words += 1
+            peak = int(grid.view(-1).argmax())  # the point: the centre of the heaviest cell (where the upsampled
+            row = int((peak // grid.shape[-1] + 0.5) * height / grid_h)  # map peaks, minus its flat border zone)
+            col = int((peak % grid.shape[-1] + 0.5) * width / grid.shape[-1])
+            tally.hits += bool(mask[row, col])
+            tally.mass += float(heat[mask].sum())
+            tally.area += float(mask.double().mean())
+    return result
+
+
+def summarize(images: Mapping[int, ImageGrounding]) -> dict[str, float | None]:
+    """Corpus grounding: per layer ``pointing.<layer>``, ``mass.<layer>`` and ``area.<layer>`` (chance); the same
+    without a suffix for the top attended layer (the one whose map feeds the LSTM: the last in the attention's
+    bottom-up order); ``object_words`` (scored words) and ``absent_object_words`` (naming an object not there)."""
+    totals: dict[str, LayerTally] = {}
+    absent = 0
+    for image in images.values():
+        absent += image.absent
+        for name, tally in image.layers.items():
+            totals.setdefault(name, LayerTally()).add(tally)
+    out: dict[str, float | None] = {}
+    for name, tally in totals.items():  # insertion order: the attention's layers, bottom-up
+        layer = name.removeprefix("alpha").removeprefix(".") or "soft"
+        n = tally.words
+        top = (
+            {"pointing": tally.hits / n, "mass": tally.mass / n, "area": tally.area / n}
+            if n
+            else dict.fromkeys(("pointing", "mass", "area"))
+        )  # None (JSON null) when no generated word named an object in its image
+        out |= {f"{key}.{layer}": value for key, value in top.items()}
+        out["object_words"] = float(tally.words)
+    out |= top if totals else {}
+    out["absent_object_words"] = float(absent)
+    return out
+
+
+def synonyms_for(categories: set[str]) -> Mapping[str, str]:
+    """The synonym table of a dataset's box categories: the shapes words, or COCO's (see the module docstring)."""
+    if categories <= set(SHAPES):
+        return SHAPES_WORDS
+    return {**{c: c for c in categories if " " not in c}, **COCO_WORDS}
