@@ -21,6 +21,7 @@ from captioning.data.dataset import Batch
 from captioning.decoding import Generation, LengthPenalty, beam_search
 from captioning.errors import CaptioningError
 from captioning.metrics.evaluator import CaptionEvaluator
+from captioning.metrics.tokenize import Backend
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
 from captioning.vocab import Vocabulary
 
@@ -69,6 +70,8 @@ class CaptioningModule(pl.LightningModule):
         block_trigrams: forbid repeating a trigram within a caption.
         suppress_unk: never generate ``<unk>`` (``<pad>`` and ``<bos>`` are never generated either way).
         metrics: pycocoevalcap metrics computed at validation and test.
+        tokenizer: PTB tokenizer for those metrics: ``java`` (pycocoevalcap's) or ``python`` (the same tokens on
+            caption text, no JVM start; METEOR still runs on Java).
     """
 
     def __init__(
@@ -91,12 +94,13 @@ class CaptioningModule(pl.LightningModule):
         block_trigrams: bool = False,
         suppress_unk: bool = True,
         metrics: tuple[str, ...] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr"),
+        tokenizer: Backend = "java",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.vocab = Vocabulary(vocabulary)
         self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind)
-        self.evaluator = CaptionEvaluator(metrics)
+        self.evaluator = CaptionEvaluator(metrics, tokenizer=tokenizer)
         self.last_scores: dict[str, float] = {}
         self.last_per_image: dict[int, dict[str, float]] = {}
         self.last_results: list[dict] = []

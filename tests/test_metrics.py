@@ -298,3 +298,23 @@ def test_spice_equals_pycocoevalcap_where_it_can_run():
     mean, per_image = spice_score(GOLDEN_CANDIDATES, GOLDEN_REFERENCES)
     assert mean == pytest.approx(expected_mean, abs=1e-12)
     assert per_image == pytest.approx([e["All"]["f"] for e in expected], abs=1e-12, nan_ok=True)
+
+
+@requires_java
+def test_evaluator_with_the_python_tokenizer_scores_like_the_java_one():
+    from captioning.metrics.evaluator import CaptionEvaluator
+
+    raw_candidates = {
+        1: "A red circle, left of a blue square.",
+        2: "Two dogs run!",
+        3: "",
+        4: 'A green triangle\'s "right"',
+    }
+    scores = {}
+    for backend in ("java", "python"):
+        evaluator = CaptionEvaluator(tokenizer=backend)
+        ids = sorted(raw_candidates)
+        evaluator.add(ids, [raw_candidates[i] for i in ids], [GOLDEN_REFERENCES[i] for i in ids])
+        scores[backend] = evaluator.compute()
+    assert scores["python"] == scores["java"]
+    assert scores["java"][0]["CIDEr"] > 0

@@ -16,14 +16,16 @@ import torch
 import torch.distributed as dist
 
 from captioning.metrics.grounding import GroundingTarget, ImageGrounding, ground_caption, summarize
-from captioning.metrics.scorers import coco_scores
+from captioning.metrics.scorers import METRICS, coco_scores
+from captioning.metrics.tokenize import Backend
 
 
 class CaptionEvaluator:
     """Accumulates one split's generated captions and scores them over the whole split."""
 
-    def __init__(self, metrics: Sequence[str] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")) -> None:
+    def __init__(self, metrics: Sequence[str] = METRICS, *, tokenizer: Backend = "java") -> None:
         self.metrics = tuple(metrics)
+        self.tokenizer: Backend = tokenizer
         self.targets: Mapping[int, GroundingTarget] = {}
         self.synonyms: Mapping[str, str] = {}
         self.reset()
@@ -71,7 +73,7 @@ class CaptionEvaluator:
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         result: list = [None]
         if not distributed or dist.get_rank() == 0:
-            result[0] = coco_scores(self.captions, self.references, metrics=self.metrics)
+            result[0] = coco_scores(self.captions, self.references, metrics=self.metrics, tokenizer=self.tokenizer)
         if distributed:
             dist.broadcast_object_list(result, src=0)
         return result[0]
