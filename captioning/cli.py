@@ -8,6 +8,7 @@ A user mistake (:class:`CaptioningError`) prints one line and exits with status 
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,14 +50,17 @@ class CaptioningCLI(LightningCLI):
 
 def cli_main(args: Sequence[str]) -> CaptioningCLI:
     """Runs a LightningCLI subcommand, e.g. ``cli_main(["fit", "--config", "configs/shapes.yaml"])``."""
-    return CaptioningCLI(
-        CaptioningModule,
-        CaptionDataModule,
-        args=list(args),
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"description": "Train or evaluate a captioner (LightningCLI)."},
-    )
+    with warnings.catch_warnings():
+        # `captioning fit ...` hands its own argv on as ``args`` on purpose; Lightning warns about exactly that
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        return CaptioningCLI(
+            CaptioningModule,
+            CaptionDataModule,
+            args=list(args),
+            seed_everything_default=0,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"description": "Train or evaluate a captioner (LightningCLI)."},
+        )
 
 
 USAGE = """usage: captioning COMMAND [options]   (captioning COMMAND --help for each)

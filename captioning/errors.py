@@ -8,3 +8,7 @@ exception is a bug and keeps its traceback.
 
 class CaptioningError(Exception):
     """An error caused by the user's input, reported as one line naming the file and the problem."""
+
+
+class ConfigError(CaptioningError, ValueError):
+    """A configuration value out of range (a model setting, a flag): one line from the CLI, a ValueError in Python."""

@@ -228,7 +228,7 @@ def test_invalid_arguments():
     with pytest.raises(ValueError, match="line break"):
         meteor({1: "a\nb", 2: "c"}, {1: ["a"], 2: ["c"]})
     with pytest.raises(ValueError, match="metrics"):
-        coco_scores({1: "a", 2: "b"}, {1: ["a"], 2: ["b"]}, metrics=("SPICE",), tokenize=False)
+        coco_scores({1: "a", 2: "b"}, {1: ["a"], 2: ["b"]}, metrics=("Bleu_4",), tokenize=False)
     with pytest.raises(ValueError, match="list of strings"):
         ptb_tokenize({1: "a caption"})
 

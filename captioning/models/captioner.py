@@ -12,6 +12,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from captioning.errors import ConfigError
 from captioning.models.backbones import RESNET_LAYERS, VGG_CONFIGS
 from captioning.models.decoder import LSTMDecoder, Memory, State
 from captioning.models.encoder import Encoder, ResNetEncoder, VGGEncoder
@@ -37,9 +38,9 @@ class EncoderSpec:
     def __post_init__(self) -> None:
         depths = RESNET_LAYERS if self.arch == "resnet" else VGG_CONFIGS
         if self.depth not in depths:
-            raise ValueError(f"encoder depth must be one of {sorted(depths)} for arch {self.arch}, got {self.depth}")
+            raise ConfigError(f"encoder depth must be one of {sorted(depths)} for arch {self.arch}, got {self.depth}")
         if self.arch != "resnet" and self.attention != "none":
-            raise ValueError(
+            raise ConfigError(
                 f"encoder arch {self.arch} has no backbone attention: set attention none, not {self.attention}"
             )
 
@@ -54,7 +55,7 @@ class DecoderSpec:
     attn_dim: int = 256
     dropout: float = 0.5
     sca_order: Literal["cs", "sc", "c", "s"] = "cs"
-    sca_layers: tuple[str, ...] = ()  # torchvision names of the attended maps; () = the paper's two
+    sca_layers: tuple[str, ...] = ()  # level names of the attended maps (Encoder.level_names()); () = the paper's two
 
 
 class Captioner(nn.Module):
