@@ -4,6 +4,7 @@ own computation, samples are independent, gradients reach every attention parame
 import pytest
 import torch
 import torch.nn.functional as F
+from sca_helpers import make_uniform, with_random_bn_statistics
 
 from captioning.models.attention.multilayer import MultiLayerSCA
 from captioning.models.encoder import ResNetEncoder
@@ -13,21 +14,9 @@ D = 6
 
 def _setup(depth: int, layers=(), order: str = "cs"):
     torch.manual_seed(0)
-    encoder = ResNetEncoder(depth, attention="cbam", width=16).eval()
-    for module in encoder.modules():  # non-trivial BN statistics, so frozen BN is really exercised
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    encoder = with_random_bn_statistics(ResNetEncoder(depth, attention="cbam", width=16).eval())
     sca = MultiLayerSCA(encoder, hidden_dim=D, attn_dim=5, order=order, layers=layers).eval()
     return encoder, sca
-
-
-def _uniform(sca: MultiLayerSCA) -> None:
-    for layer in sca.layers:
-        for part in (layer.channel, layer.spatial):
-            if part is not None:
-                torch.nn.init.zeros_(part.score.weight)
-                torch.nn.init.zeros_(part.score.bias)
 
 
 @pytest.mark.parametrize("depth", [18, 50])
@@ -38,7 +27,7 @@ def test_uniform_attention_recomputes_the_plain_layer4(depth, layers, order):
     names = encoder.level_names()
     chosen = {(): (), "all": names, "top": names[-1:]}[layers]
     encoder, sca = _setup(depth, chosen, order)
-    _uniform(sca)
+    make_uniform(sca)
     images = torch.randn(3, 3, 64, 64)
     with torch.no_grad():
         memory = sca.prepare(encoder, images)

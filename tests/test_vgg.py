@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from conftest import WORDS, tiny_batch
+from sca_helpers import make_uniform, with_random_bn_statistics
 from torchvision.models.vgg import cfgs, make_layers
 
 from captioning.errors import CaptioningError
@@ -68,21 +69,9 @@ def test_encoder_maps_are_torchvisions_conv5_outputs(depth, batch_norm):
 
 def _setup(depth: int, layers=(), order: str = "cs", *, batch_norm: bool = False):
     torch.manual_seed(0)
-    encoder = VGGEncoder(depth, batch_norm=batch_norm, width=4).eval()
-    for module in encoder.modules():  # non-trivial BN statistics, so frozen BN is really exercised
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
+    encoder = with_random_bn_statistics(VGGEncoder(depth, batch_norm=batch_norm, width=4).eval())
     sca = MultiLayerSCA(encoder, hidden_dim=D, attn_dim=5, order=order, layers=layers).eval()
     return encoder, sca
-
-
-def _uniform(sca: MultiLayerSCA) -> None:
-    for layer in sca.layers:
-        for part in (layer.channel, layer.spatial):
-            if part is not None:
-                torch.nn.init.zeros_(part.score.weight)
-                torch.nn.init.zeros_(part.score.bias)
 
 
 @pytest.mark.parametrize(("depth", "batch_norm"), [(16, False), (19, True)])
@@ -93,7 +82,7 @@ def test_uniform_attention_recomputes_the_plain_conv5(depth, batch_norm, layers,
     names = encoder.level_names()
     chosen = {(): (), "all": names, "top": names[-1:]}[layers]
     encoder, sca = _setup(depth, chosen, order, batch_norm=batch_norm)
-    _uniform(sca)
+    make_uniform(sca)
     images = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         memory = sca.prepare(encoder, images)

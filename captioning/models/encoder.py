@@ -81,15 +81,28 @@ class Encoder(nn.Module):
         """Channels of the maps at levels 0, 1, 2."""
         raise NotImplementedError
 
-    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C_l, h, w). Runs once per image."""
+    def encode_below(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> the map at level 0 (B, C_0, h, w): everything below the attendable levels."""
         raise NotImplementedError
 
-    def lift(self, x: torch.Tensor, level: int, *, block_input: torch.Tensor) -> torch.Tensor:
+    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C_l, h, w). Runs once per image.
+
+        The upper two come from :meth:`lift` itself (with BN as the module runs it, see the module docstring), so
+        the un-attended pass and the per-word recomputation are one code path.
+        """
+        low = self.encode_below(images)  # (B, C_0, h, w)
+        middle = self.lift(low, 0, block_input=low, batch_stats=True)  # (B, C_1, h, w)
+        return low, middle, self.lift(middle, 1, block_input=low, batch_stats=True)  # ..., (B, C_2, h, w)
+
+    def lift(
+        self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
+    ) -> torch.Tensor:
         """Pushes a map (R, C_level, h, w) from ``level`` (0 or 1) one level up, for R rows (images x beams).
 
         ``block_input`` is the level-0 map as this step sees it (attended when level 0 is attended); encoders
-        with a shortcut around levels 1-2 (ResNet) add it, the others ignore it.
+        with a shortcut around levels 1-2 (ResNet) add it, the others ignore it. ``batch_stats``: BN as the module
+        runs it, for the once-per-image pass only.
         """
         raise NotImplementedError
 
@@ -140,13 +153,11 @@ class ResNetEncoder(Encoder):
         inner = block.bn2 if isinstance(block, Bottleneck) else block.bn1
         return self.out_channels, inner.num_features, self.out_channels
 
-    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C_l, h, w). Runs once per image."""
+    def encode_below(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> the last block's input (B, C, H/32, W/32)."""
         b = self.backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(images))))  # (B, w, H/4, W/4)
-        block_input = b.layer4[:-1](b.layer3(b.layer2(b.layer1(x))))  # (B, C, h, w)
-        inner = self.lift(block_input, 0, block_input=block_input, batch_stats=True)  # (B, C_1, h, w)
-        return block_input, inner, self.lift(inner, 1, block_input=block_input, batch_stats=True)
+        return b.layer4[:-1](b.layer3(b.layer2(b.layer1(x))))  # (B, C, h, w)
 
     def lift(
         self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
@@ -220,11 +231,9 @@ class VGGEncoder(Encoder):
     def level_channels(self) -> tuple[int, int, int]:
         return self.out_channels, self.out_channels, self.out_channels
 
-    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C, H/16, W/16)."""
-        low = self.backbone.features[: self.starts[1]](images)  # (B, C, h, w)
-        middle = self.lift(low, 0, block_input=low, batch_stats=True)  # (B, C, h, w)
-        return low, middle, self.lift(middle, 1, block_input=low, batch_stats=True)
+    def encode_below(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) -> the level-0 conv's output (B, C, H/16, W/16)."""
+        return self.backbone.features[: self.starts[1]](images)  # (B, C, h, w)
 
     def lift(
         self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
