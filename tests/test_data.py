@@ -106,6 +106,11 @@ def test_dataset_sampling_modes(tmp_path):
     assert len(several[2]["tokens"]) == 3  # one caption only: drawn with replacement to keep batches rectangular
     batch = collate([several[0], several[1]])
     assert batch.tokens.shape[0] == 6 and batch.images.shape[0] == 2
+    # token ids are encoded once and reused; writing into a batch never reaches the cached ids
+    first = pairs[1]["tokens"][0]
+    assert pairs[1]["tokens"][0] is first and first.tolist() == vocab.encode("a red ball", max_len=8)
+    collate([pairs[1]]).tokens.fill_(0)
+    assert vocab.decode(pairs[1]["tokens"][0]) == "a red ball"
 
 
 def test_datamodule_builds_vocabulary_from_train_only(tmp_path):
