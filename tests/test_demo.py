@@ -1,4 +1,4 @@
-"""The demo's acceptance bars, on a full-size run (about 9 minutes on 2 cores): `make test-slow`."""
+"""The demo's acceptance bars, on a full-size run (9 to 20 minutes on 2 cores, by machine): `make test-slow`."""
 
 import json
 from pathlib import Path
