@@ -194,7 +194,8 @@ def test_user_errors_are_one_line_without_traceback(run, tmp_path):
         assert str(image) in result.stderr and problem in result.stderr
     missing_ckpt = _run_cli("caption", str(buffer), "--ckpt", str(tmp_path / "nope.ckpt"))
     assert missing_ckpt.returncode == 2 and "checkpoint not found" in missing_ckpt.stderr
-    bad_depth = _run_cli("fit", "--config", "configs/smoke.yaml", "--model.encoder.depth", "20")
+    data = ("--data.root", str(run["shapes"]))
+    bad_depth = _run_cli("fit", "--config", "configs/smoke.yaml", *data, "--model.encoder.depth", "20")
     assert bad_depth.returncode == 2 and "Traceback" not in bad_depth.stderr
     assert bad_depth.stderr.strip().splitlines()[-1] == (
         "captioning: error: encoder depth must be one of [18, 34, 50, 101, 152] for arch resnet, got 20"

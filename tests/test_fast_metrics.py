@@ -251,7 +251,7 @@ def test_cider_with_training_document_frequencies(corpus):
         score, scores = scorer.score(candidates, references)
         assert score == pytest.approx(expected_score, rel=0, abs=1e-12)
         assert scores == pytest.approx(expected_scores, rel=0, abs=1e-12)
-    assert cider_d(candidates, references, corpus=train) == (score, scores)
+    assert cider_d(candidates, references, document_frequency=train) == (score, scores)
     default_score, default_scores = CiderD().score(candidates, references)
     assert abs(score - default_score) > 1e-4
     assert max(abs(a - b) for a, b in zip(scores, default_scores, strict=True)) > 0.05

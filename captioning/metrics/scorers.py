@@ -139,10 +139,9 @@ def rouge_l(candidates: Mapping[int, str], references: Mapping[int, Sequence[str
 def cider_d(
     candidates: Mapping[int, str],
     references: Mapping[int, Sequence[str]],
-    *,
-    corpus: Mapping[Hashable, Sequence[str]] | None = None,
+    document_frequency: Mapping[Hashable, Sequence[str]] | None = None,
 ) -> tuple[float, list[float]]:
-    """CIDEr-D (pycocoevalcap's ``Cider``), with document frequencies from ``references`` unless ``corpus`` is given.
+    """CIDEr-D (pycocoevalcap's ``Cider``), document frequencies from ``references`` unless another corpus is given.
 
     Computed by :class:`~captioning.metrics.cider.CiderD` (vectorized, equal to pycocoevalcap to about 1e-15).
     Scores depend on the whole set of images: IDF comes from their references. With a single image all are 0. For
@@ -151,8 +150,9 @@ def cider_d(
     Args:
         candidates: Image id -> tokenized candidate caption.
         references: Image id -> tokenized reference captions.
-        corpus: Document id -> tokenized reference captions to count document frequencies in (N = its size), e.g.
-            the training references; None for the COCO evaluation's choice, the references being scored.
+        document_frequency: The corpus to count document frequencies in: document id -> tokenized reference captions
+            (N = its size), e.g. the training references; None for the COCO evaluation's choice, the references
+            being scored.
 
     Returns:
         The corpus score (mean of the per-image scores) and the per-image scores in ``sorted(candidates)`` order.
@@ -162,9 +162,9 @@ def cider_d(
             single token.
     """
     res, gts = _coco_format(candidates, references)
-    if corpus is None and not any(text.split() for refs in gts.values() for text in refs):
+    if document_frequency is None and not any(text.split() for refs in gts.values() for text in refs):
         raise ValueError("CIDEr-D needs references with at least one token")  # pycocoevalcap fails on them
-    return CiderD(corpus).score({image_id: texts[0] for image_id, texts in res.items()}, gts)
+    return CiderD(document_frequency).score({image_id: texts[0] for image_id, texts in res.items()}, gts)
 
 
 def coco_scores(
