@@ -22,3 +22,14 @@ def make_uniform(sca: MultiLayerSCA) -> None:
             if part is not None:
                 torch.nn.init.zeros_(part.score.weight)
                 torch.nn.init.zeros_(part.score.bias)
+
+
+def assert_each_sample_independent(encoder: Encoder, sca: MultiLayerSCA, images: torch.Tensor, hidden: torch.Tensor):
+    """A batch's context and weights equal each sample's run alone: images (B, 3, H, W), hidden (B, D)."""
+    with torch.no_grad():
+        batched, weights = sca(sca.prepare(encoder, images), hidden, encoder)
+        for i in range(images.shape[0]):
+            alone, single = sca(sca.prepare(encoder, images[i : i + 1]), hidden[i : i + 1], encoder)
+            torch.testing.assert_close(batched[i : i + 1], alone)
+            for name in weights:
+                torch.testing.assert_close(weights[name][i : i + 1], single[name])

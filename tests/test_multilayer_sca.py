@@ -4,7 +4,7 @@ own computation, samples are independent, gradients reach every attention parame
 import pytest
 import torch
 import torch.nn.functional as F
-from sca_helpers import make_uniform, with_random_bn_statistics
+from sca_helpers import assert_each_sample_independent, make_uniform, with_random_bn_statistics
 
 from captioning.models.attention.multilayer import MultiLayerSCA
 from captioning.models.encoder import ResNetEncoder
@@ -53,13 +53,7 @@ def test_official_layers_and_shapes_for_resnet50():
 def test_each_sample_is_independent_of_its_batch():
     encoder, sca = _setup(50, ("layer4.1", "layer4.2.conv2", "layer4"))
     images, hidden = torch.randn(4, 3, 64, 64), torch.randn(4, D)
-    with torch.no_grad():
-        batched, weights = sca(sca.prepare(encoder, images), hidden, encoder)
-        for i in range(4):
-            alone, single = sca(sca.prepare(encoder, images[i : i + 1]), hidden[i : i + 1], encoder)
-            torch.testing.assert_close(batched[i : i + 1], alone)
-            for name in weights:
-                torch.testing.assert_close(weights[name][i : i + 1], single[name])
+    assert_each_sample_independent(encoder, sca, images, hidden)
 
 
 def test_steps_do_not_compound_and_the_hidden_state_matters():

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from conftest import WORDS, tiny_batch
-from sca_helpers import make_uniform, with_random_bn_statistics
+from sca_helpers import assert_each_sample_independent, make_uniform, with_random_bn_statistics
 from torchvision.models.vgg import cfgs, make_layers
 
 from captioning.errors import CaptioningError
@@ -108,13 +108,7 @@ def test_official_layers_and_shapes_for_vgg19():
 def test_each_sample_is_independent_of_its_batch():
     encoder, sca = _setup(19, ("conv5_2", "conv5_3", "conv5_4"), batch_norm=True)
     images, hidden = torch.randn(4, 3, 32, 32), torch.randn(4, D)
-    with torch.no_grad():
-        batched, weights = sca(sca.prepare(encoder, images), hidden, encoder)
-        for i in range(4):
-            alone, single = sca(sca.prepare(encoder, images[i : i + 1]), hidden[i : i + 1], encoder)
-            torch.testing.assert_close(batched[i : i + 1], alone)
-            for name in weights:
-                torch.testing.assert_close(weights[name][i : i + 1], single[name])
+    assert_each_sample_independent(encoder, sca, images, hidden)
 
 
 def _vgg_module(**encoder) -> CaptioningModule:
