@@ -23,7 +23,7 @@ from captioning.data.records import CaptionRecord
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError
 from captioning.metrics import METRICS, WITH_SPICE, coco_scores
-from captioning.metrics.grounding import GroundingTarget, synonyms_for
+from captioning.metrics.grounding import GroundingTarget, grounding_markdown, synonyms_for
 from captioning.metrics.spice import fetch_spice_models
 from captioning.module import CaptioningModule, load_checkpoint
 from captioning.viz.attention import plot_word_attention
@@ -250,8 +250,7 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
         print(json.dumps(scores, indent=2))
         grounding = Path(args.out) / "grounding.json"
         if grounding.is_file():
-            print("attention grounding (pointing game, attention mass in boxes, chance = box area share):")
-            print(grounding.read_text().strip())
+            print("\n" + grounding_markdown(json.loads(grounding.read_text())), end="")
     return scores
 
 

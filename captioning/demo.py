@@ -19,6 +19,7 @@ from captioning import commands
 from captioning.data.coco import read_coco_captions
 from captioning.data.shapes import generate_shapes
 from captioning.metrics import coco_scores
+from captioning.metrics.grounding import grounding_markdown
 
 COLUMNS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -41,21 +42,6 @@ def summary_table(rows: dict[str, dict[str, float]]) -> str:
         f"CIDEr-D model / blind: {model / max(blind, 1e-9):.1f}x (acceptance: >= 3x)",
         f"CIDEr-D model / reference agreement: {model / max(refs, 1e-9):.2f}x (acceptance: >= 0.8x)",
     ]
-    return "\n".join(lines) + "\n"
-
-
-def grounding_table(grounding: dict[str, float | None]) -> str:
-    """Per attended layer: pointing-game accuracy and attention mass in the named objects' boxes, against chance."""
-    layers = [key.removeprefix("pointing.") for key in grounding if key.startswith("pointing.")]
-    lines = [
-        f"Attention grounding on the test split ({grounding['object_words']:.0f} generated words naming an object):",
-        "",
-        "| attended layer | pointing game | attention mass in boxes | chance (box area share) |",
-        "|---|---|---|---|",
-    ]
-    for layer in layers:
-        cells = [grounding[f"{k}.{layer}"] for k in ("pointing", "mass", "area")]
-        lines.append(f"| {layer} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -82,7 +68,7 @@ def main(argv: Sequence[str]) -> None:
     table = summary_table({"model": model_scores, "blind (image zeroed)": blind_scores, "references": agreement})
     grounding_file = out / "grounding.json"
     if grounding_file.is_file():
-        table += "\n" + grounding_table(json.loads(grounding_file.read_text()))
+        table += "\n" + grounding_markdown(json.loads(grounding_file.read_text()))
     (out / "summary.md").write_text(table)
     print("\n" + table)
     print("caption of one test image:")

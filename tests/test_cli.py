@@ -81,7 +81,9 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
     assert sorted(r["image_id"] for r in results) == sorted({r["image_id"] for r in results})
     assert len(results) == 7
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(scores)
-    assert f'"CIDEr": {scores["CIDEr"]}' in capsys.readouterr().out  # the scores are printed too
+    printed = capsys.readouterr().out
+    assert f'"CIDEr": {scores["CIDEr"]}' in printed  # the scores are printed too, and the grounding table
+    assert "| attended layer | pointing game |" in printed and "\n| soft | " in printed
     per_image = json.loads((tmp_path / "per_image.json").read_text())
     assert len(per_image) == 7
     assert np.mean([s["CIDEr"] for s in per_image.values()]) == pytest.approx(scores["CIDEr"])

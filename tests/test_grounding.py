@@ -9,6 +9,7 @@ from captioning.metrics.grounding import (
     SHAPES_WORDS,
     GroundingTarget,
     ground_caption,
+    grounding_markdown,
     summarize,
     synonyms_for,
 )
@@ -80,3 +81,26 @@ def test_synonym_tables() -> None:
     coco = synonyms_for({"person", "dog", "traffic light"})
     assert coco["women"] == "person" and coco["puppy"] == "dog" and coco["stoplight"] == "traffic light"
     assert len(set(COCO_WORDS.values())) == 80  # every COCO instance category has at least one word
+
+
+def test_grounding_markdown_has_a_row_per_layer_and_a_line_without_spatial_attention():
+    summary = {
+        "pointing.layer4.1.conv1": 0.5,
+        "mass.layer4.1.conv1": 0.25,
+        "area.layer4.1.conv1": 0.125,
+        "object_words": 4.0,
+        "pointing.layer4": None,
+        "mass.layer4": None,
+        "area.layer4": None,
+        "pointing": None,
+        "mass": None,
+        "area": None,
+        "absent_object_words": 3.0,
+    }
+    lines = grounding_markdown(summary).splitlines()
+    assert (
+        lines[0] == "Attention grounding (4 generated words naming an object in their image, 3 naming one that is not):"
+    )
+    assert lines[-2:] == ["| layer4.1.conv1 | 0.500 | 0.250 | 0.125 |", "| layer4 | - | - | - |"]
+    no_maps = grounding_markdown({"absent_object_words": 2.0})
+    assert no_maps == "Attention grounding: the model has no spatial attention to score.\n"

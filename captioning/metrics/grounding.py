@@ -243,6 +243,25 @@ def summarize(images: Mapping[int, ImageGrounding]) -> dict[str, float | None]:
     return out
 
 
+def grounding_markdown(grounding: Mapping[str, float | None]) -> str:
+    """A :func:`summarize` result as a markdown table: per attended layer, pointing-game accuracy and attention mass
+    in the named objects' boxes, against chance. One line instead when the model has no spatial attention."""
+    layers = [key.removeprefix("pointing.") for key in grounding if key.startswith("pointing.")]
+    if not layers:
+        return "Attention grounding: the model has no spatial attention to score.\n"
+    lines = [
+        f"Attention grounding ({grounding['object_words']:.0f} generated words naming an object in their image, "
+        f"{grounding['absent_object_words']:.0f} naming one that is not):",
+        "",
+        "| attended layer | pointing game | attention mass in boxes | chance (box area share) |",
+        "|---|---|---|---|",
+    ]
+    for layer in layers:
+        cells = [grounding[f"{k}.{layer}"] for k in ("pointing", "mass", "area")]
+        lines.append(f"| {layer} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def synonyms_for(categories: set[str]) -> Mapping[str, str]:
     """The synonym table of a dataset's box categories: the shapes words, or COCO's (see the module docstring)."""
     if categories <= set(SHAPES):

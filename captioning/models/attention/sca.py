@@ -98,6 +98,8 @@ def channel_scores(
 
 
 class _ChannelScores(torch.autograd.Function):
+    """:func:`channel_scores` with its backward pass written out (one (B, C, k) tensor kept, updated in place)."""
+
     @staticmethod
     def forward(ctx, pooled, weight, shift, score):  # (B, C), (k,), (B, k), (k,)
         energy = torch.addcmul(shift[:, None, :], pooled[:, :, None], weight).tanh_()  # (B, C, k)
