@@ -16,9 +16,13 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.coco import read_coco_captions, read_coco_results
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.dataset import image_transform, load_image
+from captioning.data.dataset import image_transform
+from captioning.data.images import load_image
+from captioning.data.layouts import LAYOUTS
+from captioning.data.prepare import prepare_dataset
 from captioning.data.records import CaptionRecord
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError
@@ -40,28 +44,58 @@ def _write_json(path: Path, value: object) -> None:
 
 # -- prepare ------------------------------------------------------------------------------------------------------
 def prepare(argv: Sequence[str]) -> None:
-    parser = _parser("prepare", "Make a dataset folder the data module reads, or fetch SPICE's parser models.")
+    parser = _parser(
+        "prepare",
+        "Make the synthetic shapes set, check a real dataset folder (layout, annotations, every image; writes "
+        "vocab.json, manifest.json, images.sha256, bad_images.tsv), or fetch SPICE's parser models.",
+    )
     parser.add_argument(
         "dataset",
-        choices=["shapes", "spice"],
-        help="shapes: the synthetic captioned shapes set; spice: the Stanford CoreNLP jars SPICE needs (internet)",
+        choices=["shapes", *LAYOUTS, "spice"],
+        help="shapes: generate the synthetic set; coco (Karpathy split), coco2014/coco2017 (official files), "
+        "flickr8k, flickr30k, custom: check a folder; spice: the CoreNLP jars SPICE needs (internet)",
     )
-    parser.add_argument("--out", type=Path, help="dataset folder to write (shapes)")
-    parser.add_argument("--train", type=int, default=4000, help="train images")
-    parser.add_argument("--val", type=int, default=250, help="val images")
-    parser.add_argument("--test", type=int, default=250, help="test images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=96, help="square image side in pixels")
+    parser.add_argument("--root", type=Path, help="dataset folder to check (all but shapes and spice)")
+    parser.add_argument("--out", type=Path, help="shapes: folder to write; others: where reports go (default --root)")
+    parser.add_argument("--train", type=int, default=4000, help="shapes: train images")
+    parser.add_argument("--val", type=int, default=250, help="shapes: val images")
+    parser.add_argument("--test", type=int, default=250, help="shapes: test images")
+    parser.add_argument("--seed", type=int, default=0, help="shapes: generator seed")
+    parser.add_argument("--image-size", type=int, help="shapes: image side (96); --cache: cached side (224)")
+    parser.add_argument("--vocab-from", choices=["train", "all"], default="train", help="splits counted for vocab.json")
+    parser.add_argument("--min-count", type=int, default=5, help="vocab.json keeps words seen this often")
+    parser.add_argument("--no-merge-restval", action="store_true", help="Karpathy files: keep restval out of train")
+    parser.add_argument("--workers", type=int, default=2, help="processes that check (and cache) images")
+    parser.add_argument("--cache", action="store_true", help="also build the image cache (OUT/image_cache)")
     args = parser.parse_args(argv)
     if args.dataset == "spice":
         fetch_spice_models()
         return
-    if args.out is None:
-        parser.error("prepare shapes needs --out DIR")
-    counts = generate_shapes(
-        args.out, train=args.train, val=args.val, test=args.test, seed=args.seed, image_size=args.image_size
+    if args.dataset == "shapes":
+        if args.out is None:
+            parser.error("prepare shapes needs --out DIR")
+        size = args.image_size or 96
+        counts = generate_shapes(
+            args.out, train=args.train, val=args.val, test=args.test, seed=args.seed, image_size=size
+        )
+        print(f"wrote {args.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items()))
+        if args.cache:
+            paths = sorted((args.out / "images").rglob("*.png"))
+            ImageCache.build(paths, args.out / CACHE_FOLDER, image_size=size, workers=args.workers)
+        return
+    if args.root is None:
+        parser.error(f"prepare {args.dataset} needs --root DIR")
+    report = prepare_dataset(
+        args.dataset,
+        args.root,
+        out=args.out,
+        vocab_from=args.vocab_from,
+        min_count=args.min_count,
+        merge_restval=not args.no_merge_restval,
+        workers=args.workers,
+        cache_size=(args.image_size or 224) if args.cache else None,
     )
-    print(f"wrote {args.out}: " + ", ".join(f"{n} {split}" for split, n in counts.items()))
+    print(report.summary(args.dataset, args.root))
 
 
 # -- caption / visualize ------------------------------------------------------------------------------------------

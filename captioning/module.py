@@ -113,7 +113,22 @@ class CaptioningModule(pl.LightningModule):
         alphas = [w for name, w in weights.items() if name.startswith("alpha")]  # spatial maps (B, T, N)
         return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def _count_skipped(self, batch: Batch, stage: str) -> bool:
+        """Logs the batch's unreadable images (summed over the epoch and the ranks); True when none is left."""
+        self.log(
+            f"{stage}/skipped_images",
+            float(batch.skipped),
+            reduce_fx="sum",
+            on_step=False,
+            on_epoch=True,
+            sync_dist=True,
+            batch_size=1,
+        )
+        return not batch.image_ids
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        if self._count_skipped(batch, "train"):
+            return None  # every image of the batch was unreadable: Lightning skips the step (single process)
         losses = self.loss(batch)
         size = len(batch.image_ids)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=size)
@@ -150,6 +165,8 @@ class CaptioningModule(pl.LightningModule):
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stage: str) -> None:
+        if self._count_skipped(batch, stage):
+            return
         self.log(f"{stage}/loss", self.loss(batch)["xe"], batch_size=len(batch.image_ids), sync_dist=True)
         captions, generation = self.generate(batch.images)
         self.evaluator.add(batch.image_ids, captions, batch.references, generation.attention)
@@ -186,6 +203,8 @@ class CaptioningModule(pl.LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: Batch, batch_idx: int) -> list[dict]:
+        if not batch.image_ids:
+            return []
         captions, _ = self.generate(batch.images)
         return [{"image_id": i, "caption": c} for i, c in zip(batch.image_ids, captions, strict=True)]
 

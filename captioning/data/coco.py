@@ -1,5 +1,8 @@
 """Readers from annotation files into :class:`CaptionRecord`: official COCO files and Karpathy JSON.
 
+Malformed files fail at once, naming the file and the position (JSON line and column, or the entry index) and the
+problem; empty captions are dropped with a counted :class:`~captioning.data.records.DataWarning`.
+
 COCO caption/instance files: https://cocodataset.org/#format-data (read with pycocotools).
 Karpathy split files (``dataset_coco.json``, ``dataset_flickr8k.json``, ...): Karpathy & Fei-Fei, CVPR 2015,
 "Deep Visual-Semantic Alignments"; ``restval`` images are merged into ``train`` by default.
@@ -9,23 +12,53 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
+from typing import Literal
 
 from pycocotools.coco import COCO
 
-from captioning.data.records import Box, CaptionRecord
+from captioning.data.records import Box, CaptionRecord, drop_empty_captions, read_json
 from captioning.errors import CaptioningError
 
+KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
-def _load_coco(path: Path) -> COCO:
-    if not path.is_file():
-        raise CaptioningError(f"{path}: annotation file not found")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints timing lines
-            return COCO(str(path))
-    except (ValueError, KeyError, TypeError, AssertionError) as e:
-        raise CaptioningError(f"{path}: not a COCO annotation file ({type(e).__name__}: {e})") from e
+
+def _load_coco(path: Path, *, kind: Literal["captions", "instances"]) -> COCO:
+    """Reads and checks a COCO annotation file, then indexes it with pycocotools.
+
+    pycocotools itself accepts structural mistakes silently (an annotation of an unknown image, a repeated image id
+    overwrites the first) or fails deep inside ``createIndex`` with a bare ``KeyError``; the checks here name the
+    file, the entry and the problem first.
+    """
+    data = read_json(path, f"COCO {kind} file")
+    if not (
+        isinstance(data, dict) and isinstance(data.get("images"), list) and isinstance(data.get("annotations"), list)
+    ):
+        raise CaptioningError(f"{path}: a COCO {kind} file is a JSON object with 'images' and 'annotations' lists")
+    first_seen: dict[int, int] = {}
+    for index, image in enumerate(data["images"]):
+        if not (
+            isinstance(image, dict) and isinstance(image.get("id"), int) and isinstance(image.get("file_name"), str)
+        ):
+            raise CaptioningError(f"{path}: images[{index}] needs an integer 'id' and a string 'file_name'")
+        if image["id"] in first_seen:
+            raise CaptioningError(
+                f"{path}: images[{index}] repeats image id {image['id']} (first at images[{first_seen[image['id']]}])"
+            )
+        first_seen[image["id"]] = index
+    field, kind_of = ("caption", str) if kind == "captions" else ("bbox", list)
+    for index, ann in enumerate(data["annotations"]):
+        if not (isinstance(ann, dict) and isinstance(ann.get("id"), int) and isinstance(ann.get(field), kind_of)):
+            raise CaptioningError(f"{path}: annotations[{index}] needs an integer 'id' and a '{field}'")
+        if ann.get("image_id") not in first_seen:
+            raise CaptioningError(
+                f"{path}: annotations[{index}] refers to image_id {ann.get('image_id')!r}, not in 'images'"
+            )
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
+        coco.createIndex()
+    return coco
 
 
 def _boxes_by_image(instances: COCO) -> dict[int, tuple[Box, ...]]:
@@ -52,16 +85,14 @@ def read_coco_captions(
         One record per image that has at least one caption, ordered by image id.
     """
     caption_file, image_dir = Path(caption_file), Path(image_dir)
-    coco = _load_coco(caption_file)
-    boxes = _boxes_by_image(_load_coco(Path(instances_file))) if instances_file else {}
+    coco = _load_coco(caption_file, kind="captions")
+    boxes = _boxes_by_image(_load_coco(Path(instances_file), kind="instances")) if instances_file else {}
     records = []
     for image_id in sorted(coco.getImgIds()):
         captions = tuple(ann["caption"] for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)))
-        if not captions:
-            continue
         file_name = coco.loadImgs(image_id)[0]["file_name"]
         records.append(CaptionRecord(image_id, image_dir / file_name, captions, split, boxes.get(image_id, ())))
-    return records
+    return drop_empty_captions(records, caption_file)
 
 
 def read_karpathy(path: str | Path, image_root: str | Path, *, merge_restval: bool = True) -> list[CaptionRecord]:
@@ -71,24 +102,44 @@ def read_karpathy(path: str | Path, image_root: str | Path, *, merge_restval: bo
         path: ``dataset_coco.json`` / ``dataset_flickr8k.json`` / ``dataset_flickr30k.json`` / ``dataset_shapes.json``.
         image_root: images live at ``image_root / filepath / filename`` (``filepath`` may be absent, as in Flickr).
         merge_restval: put ``restval`` images into ``train`` (the usual 113,287-image COCO train split).
+
+    Image ids are ``cocoid`` where present (COCO), else ``imgid`` (Flickr), else the entry's position.
     """
     path, image_root = Path(path), Path(image_root)
-    if not path.is_file():
-        raise CaptioningError(f"{path}: Karpathy split file not found")
-    try:
-        images = json.loads(path.read_text())["images"]
-        records = []
-        for i, image in enumerate(images):
-            split = image["split"]
-            if split == "restval" and merge_restval:
-                split = "train"
-            image_id = int(image.get("cocoid", image.get("imgid", i)))
-            file = image_root / image.get("filepath", "") / image["filename"]
-            captions = tuple(s["raw"] for s in image["sentences"])
-            records.append(CaptionRecord(image_id, file, captions, split))
-    except (ValueError, KeyError, TypeError) as e:
-        raise CaptioningError(f"{path}: not a Karpathy split file ({type(e).__name__}: {e})") from e
-    return records
+    data = read_json(path, "Karpathy split file")
+    if not (isinstance(data, dict) and isinstance(data.get("images"), list)):
+        raise CaptioningError(f"{path}: not a Karpathy split file (a JSON object with an 'images' list)")
+    records, first_seen = [], {}
+    for index, image in enumerate(data["images"]):
+        problem = _karpathy_entry_problem(image)
+        if problem:
+            raise CaptioningError(f"{path}: Karpathy split file: images[{index}] {problem}")
+        image_id = int(image.get("cocoid", image.get("imgid", index)))
+        if image_id in first_seen:
+            raise CaptioningError(
+                f"{path}: images[{index}] repeats image id {image_id} (first at images[{first_seen[image_id]}])"
+            )
+        first_seen[image_id] = index
+        split = "train" if image["split"] == "restval" and merge_restval else image["split"]
+        file = image_root / image.get("filepath", "") / image["filename"]
+        records.append(CaptionRecord(image_id, file, tuple(s["raw"] for s in image["sentences"]), split))
+    return drop_empty_captions(records, path)
+
+
+def _karpathy_entry_problem(image: object) -> str | None:
+    """What is wrong with one entry of a Karpathy file's ``images`` list, or None."""
+    if not isinstance(image, dict):
+        return "is not a JSON object"
+    if not isinstance(image.get("filename"), str):
+        return "has no 'filename'"
+    if image.get("split") not in KARPATHY_SPLITS:
+        return f"has split {image.get('split')!r}, not one of {', '.join(KARPATHY_SPLITS)}"
+    sentences = image.get("sentences")
+    if not (
+        isinstance(sentences, list) and all(isinstance(s, dict) and isinstance(s.get("raw"), str) for s in sentences)
+    ):
+        return "needs a 'sentences' list of {'raw': caption} objects"
+    return None
 
 
 def read_coco_results(path: str | Path) -> dict[int, str]:
@@ -99,12 +150,7 @@ def read_coco_results(path: str | Path) -> dict[int, str]:
             entries, with the entry's index; an image id given twice).
     """
     path = Path(path)
-    if not path.is_file():
-        raise CaptioningError(f"{path}: results file not found")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CaptioningError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    entries = read_json(path, "results file")
     if not isinstance(entries, list):
         raise CaptioningError(f"{path}: a results file is a JSON list of {{image_id, caption}} entries")
     captions: dict[int, str] = {}

@@ -9,8 +9,9 @@ from typing import Literal
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from captioning.data.coco import read_coco_captions, read_karpathy
+from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.dataset import CaptionDataset, collate
+from captioning.data.layouts import Annotations, read_records
 from captioning.data.records import CaptionRecord
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
@@ -22,10 +23,14 @@ class CaptionDataModule(pl.LightningDataModule):
     """Captioned images from a dataset folder.
 
     Layouts (``annotations``):
-        ``coco``: ``root/captions_{split}.json`` in the official COCO captions format, with optional
-        ``root/instances_{split}.json`` for object boxes; image ``file_name`` relative to ``root/image_dir``.
-        This is what ``captioning prepare shapes`` writes.
-        ``karpathy``: one Karpathy split file ``root/karpathy_file``; images at ``root/image_dir/filepath/filename``.
+        ``coco``: official COCO caption files, one per split. By default ``root/captions_{split}.json`` with image
+        ``file_name`` relative to ``root/image_dir`` (what ``captioning prepare shapes`` writes); ``coco_splits``
+        names other files, e.g. the official 2014 ones. An ``instances_*.json`` next to a ``captions_*.json`` adds
+        object boxes.
+        ``karpathy``: one Karpathy split file ``root/annotation_file``; images at
+        ``root/image_dir/filepath/filename`` (COCO, Flickr8k/30k).
+        ``custom``: a folder of images with ``captions.csv`` or ``captions.jsonl`` (``annotation_file`` picks one);
+        see :mod:`captioning.data.custom`.
 
     The vocabulary is built here, in ``__init__``, from the train split only (or loaded from ``vocabulary``), so
     its size is known before the model is built (LightningCLI links it into the model).
@@ -33,8 +38,10 @@ class CaptionDataModule(pl.LightningDataModule):
     Args:
         root: dataset folder.
         annotations: file layout, see above.
-        karpathy_file: the Karpathy split file name inside ``root`` (``karpathy`` layout).
+        annotation_file: the Karpathy split file (``karpathy``) or captions file (``custom``) inside ``root``.
         image_dir: image folder inside ``root``.
+        coco_splits: ``coco`` layout: split -> (captions file, image folder), both relative to ``root``.
+        merge_restval: ``karpathy`` layout: train on ``restval`` too (the usual 113,287 COCO train images).
         image_size: images are resized to this square side.
         batch_size: images (or pairs) per batch, per process.
         num_workers: loader worker processes.
@@ -43,15 +50,19 @@ class CaptionDataModule(pl.LightningDataModule):
         min_count: words seen fewer times in the train captions become ``<unk>``.
         max_len: captions are clipped to this many words.
         vocabulary: a saved vocabulary (JSON file or word list, e.g. a checkpoint's) instead of building one.
+        image_cache: a folder with a preprocessed image cache (``captioning prepare ... --cache``); ``auto`` uses
+            ``root/image_cache`` when it holds one at ``image_size``; ``none`` always decodes the image files.
     """
 
     def __init__(
         self,
         root: str = "data/shapes",
         *,
-        annotations: Literal["coco", "karpathy"] = "coco",
-        karpathy_file: str = "dataset_shapes.json",
+        annotations: Annotations = "coco",
+        annotation_file: str | None = None,
         image_dir: str = "images",
+        coco_splits: dict[str, tuple[str, str]] | None = None,
+        merge_restval: bool = True,
         image_size: int = 96,
         batch_size: int = 64,
         num_workers: int = 2,
@@ -60,12 +71,14 @@ class CaptionDataModule(pl.LightningDataModule):
         min_count: int = 1,
         max_len: int = 16,
         vocabulary: str | list[str] | None = None,
+        image_cache: str = "auto",
     ) -> None:
         super().__init__()
         # Settings are plain attributes, not saved hyperparameters: Lightning refuses a checkpoint whose module and
         # data module share a hyperparameter name (max_len, image_size) with different meanings or values.
         self.root = Path(root)
-        self.annotations, self.karpathy_file, self.image_dir = annotations, karpathy_file, image_dir
+        self.annotations, self.annotation_file, self.image_dir = annotations, annotation_file, image_dir
+        self.coco_splits, self.merge_restval = coco_splits, merge_restval
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.train_sampling, self.references_per_image, self.max_len = train_sampling, references_per_image, max_len
         if not self.root.is_dir():
@@ -74,22 +87,33 @@ class CaptionDataModule(pl.LightningDataModule):
             self.vocab = Vocabulary(vocabulary)
         else:
             self.vocab = Vocabulary.load(vocabulary) if vocabulary else self._build_vocabulary(min_count)
+        self.image_cache = self._open_cache(image_cache)
         self.datasets: dict[str, CaptionDataset] = {}
 
-    @functools.cache  # noqa: B019 - one read per split and module; the module lives as long as the run
+    def _open_cache(self, setting: str) -> ImageCache | None:
+        if setting == "none":
+            return None
+        if setting == "auto":
+            folder = self.root / CACHE_FOLDER
+            return ImageCache(folder, self.image_size) if ImageCache.exists(folder, self.image_size) else None
+        return ImageCache(setting, self.image_size)
+
+    @functools.cache  # noqa: B019 - one read per module; the module lives as long as the run
+    def all_records(self) -> list[CaptionRecord]:
+        """The records of every split (see :func:`captioning.data.layouts.read_records`)."""
+        return read_records(
+            self.root,
+            annotations=self.annotations,
+            annotation_file=self.annotation_file,
+            image_dir=self.image_dir,
+            coco_splits=self.coco_splits,
+            merge_restval=self.merge_restval,
+        )
+
+    @functools.cache  # noqa: B019 - one list per split
     def records(self, split: Split) -> list[CaptionRecord]:
         """The records of one split."""
-        images = self.root / self.image_dir
-        if self.annotations == "karpathy":
-            records = [r for r in read_karpathy(self.root / self.karpathy_file, images) if r.split == split]
-        else:
-            instances = self.root / f"instances_{split}.json"
-            records = read_coco_captions(
-                self.root / f"captions_{split}.json",
-                images,
-                split=split,
-                instances_file=instances if instances.is_file() else None,
-            )
+        records = [r for r in self.all_records() if r.split == split]
         if not records:
             raise CaptioningError(f"{self.root}: the {split} split has no captioned images")
         return records
@@ -112,6 +136,7 @@ class CaptionDataModule(pl.LightningDataModule):
                 max_len=self.max_len,
                 sampling=sampling,
                 references_per_image=self.references_per_image,
+                image_cache=self.image_cache,
             )
         return self.datasets[split]
 

@@ -1,49 +1,34 @@
-"""torch Dataset over caption records: image decoding, transforms, caption encoding, collation."""
+"""torch Dataset over caption records: image decoding (or the image cache), caption encoding, collation.
+
+Bad images met here (missing, unreadable; see :mod:`captioning.data.images`) are skipped, not fatal: the item comes
+back as ``None`` with a :class:`DataWarning` naming the file, :func:`collate` leaves it out of the batch and counts it
+in ``Batch.skipped``, and the module logs the count (``train/skipped_images``). ``captioning prepare`` lists such
+files before a run.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
-from captioning.data.records import CaptionRecord
+from captioning.data.cache import ImageCache
+from captioning.data.images import load_image, normalize_image, resize_image
+from captioning.data.records import CaptionRecord, DataWarning
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
-
-# torchvision's ImageNet statistics: the encoder's pretrained weights expect them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Sampling = Literal["random_reference", "all_pairs", "images"]
 
 
-def image_transform(image_size: int) -> v2.Compose:
-    """PIL RGB image -> normalized float tensor (3, image_size, image_size)."""
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            v2.Resize((image_size, image_size), antialias=True),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Opens an image as RGB, or raises a one-line :class:`CaptioningError` naming the file."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError as e:
-        raise CaptioningError(f"{path}: image file not found") from e
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise CaptioningError(f"{path}: cannot read image ({e})") from e
+def image_transform(image_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL RGB image -> normalized float tensor (3, image_size, image_size), as the cache's rows are normalized."""
+    return lambda image: normalize_image(resize_image(image, image_size))
 
 
 class CaptionDataset(Dataset):
@@ -60,6 +45,7 @@ class CaptionDataset(Dataset):
         references_per_image: captions drawn per image and item with ``random_reference``: the image is encoded
             once and decoded against each (the ``seq_per_img`` of common captioning code), which gives the CNN
             several captions' gradient for one forward pass. Drawn without replacement when the image has enough.
+        image_cache: preprocessed images at ``image_size`` (files not in it are decoded as usual).
     """
 
     def __init__(
@@ -71,6 +57,7 @@ class CaptionDataset(Dataset):
         max_len: int,
         sampling: Sampling,
         references_per_image: int = 1,
+        image_cache: ImageCache | None = None,
     ) -> None:
         if references_per_image < 1:
             raise ValueError(f"references_per_image must be >= 1, got {references_per_image}")
@@ -79,7 +66,12 @@ class CaptionDataset(Dataset):
         self.max_len = max_len
         self.sampling = sampling
         self.references_per_image = references_per_image if sampling == "random_reference" else 1
-        self.transform = image_transform(image_size)
+        self.image_size = image_size
+        if image_cache is not None and image_cache.image_size != image_size:
+            raise ValueError(
+                f"the image cache holds {image_cache.image_size} px images, the dataset wants {image_size}"
+            )
+        self.image_cache = image_cache
         if sampling == "all_pairs":
             self.items = [(i, k) for i, r in enumerate(self.records) for k in range(len(r.captions))]
         else:
@@ -91,16 +83,31 @@ class CaptionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
+    def pixels(self, record: CaptionRecord) -> torch.Tensor:
+        """The record's image as (3, S, S) uint8, from the cache when it holds the file; raises CaptioningError."""
+        cached = self.image_cache.lookup(record.path) if self.image_cache is not None else None
+        if cached is None:
+            return resize_image(load_image(record.path), self.image_size)
+        pixels, problem = cached
+        if pixels is None:
+            raise CaptioningError(f"{problem} (recorded when the image cache was built)")
+        return pixels
+
+    def __getitem__(self, index: int) -> dict | None:
         record_index, caption_index = self.items[index]
         record = self.records[record_index]
+        try:
+            image = normalize_image(self.pixels(record))  # (3, H, W)
+        except CaptioningError as e:
+            warnings.warn(f"skipped: {e}", DataWarning, stacklevel=2)
+            return None
         chosen = [caption_index]
         if self.sampling == "random_reference":
             # torch's generator: Lightning seeds it per worker, so runs are reproducible.
             n, k = len(record.captions), self.references_per_image
             chosen = torch.randperm(n)[:k].tolist() if n >= k else torch.randint(n, (k,)).tolist()
         return {
-            "image": self.transform(load_image(record.path)),  # (3, H, W)
+            "image": image,
             "tokens": [self._tokens(record_index, i) for i in chosen],
             "image_id": record.image_id,
             "references": list(record.captions),
@@ -124,18 +131,23 @@ class Batch:
     lengths: torch.Tensor  # (B*R,) number of non-pad tokens, <bos> and <eos> included
     image_ids: list[int]
     references: list[list[str]]
+    skipped: int = 0  # images of this batch that could not be read (left out of it)
 
 
-def collate(items: list[dict], *, pad: int = 0) -> Batch:
+def collate(items: list[dict | None], *, pad: int = 0) -> Batch:
+    """Stacks items into a :class:`Batch`, leaving out the ``None`` of unreadable images (counted in ``skipped``)."""
+    skipped = sum(item is None for item in items)
+    items = [item for item in items if item is not None]
     captions = [caption for item in items for caption in item["tokens"]]  # image-major
-    lengths = torch.tensor([len(caption) for caption in captions])
-    tokens = torch.full((len(captions), int(lengths.max())), pad, dtype=torch.long)
+    lengths = torch.tensor([len(caption) for caption in captions], dtype=torch.long)
+    tokens = torch.full((len(captions), max((len(c) for c in captions), default=0)), pad, dtype=torch.long)
     for row, caption in enumerate(captions):
         tokens[row, : len(caption)] = caption
     return Batch(
-        images=torch.stack([item["image"] for item in items]),
+        images=torch.stack([item["image"] for item in items]) if items else torch.empty(0, 3, 0, 0),
         tokens=tokens,
         lengths=lengths,
         image_ids=[item["image_id"] for item in items],
         references=[item["references"] for item in items],
+        skipped=skipped,
     )

@@ -1,9 +1,21 @@
-"""The one in-memory record type every dataset reader produces."""
+"""The one in-memory record type every dataset reader produces, and what every reader shares: reading JSON with the
+error position, and dropping empty captions with a counted warning."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from captioning.errors import CaptioningError
+from captioning.vocab import tokenize
+
+
+class DataWarning(UserWarning):
+    """Bad data that was skipped and counted (an empty caption, an unreadable image met in training)."""
 
 
 @dataclass(frozen=True)
@@ -34,3 +46,38 @@ class CaptionRecord:
     captions: tuple[str, ...]
     split: str
     boxes: tuple[Box, ...] = field(default=())
+
+
+def read_json(path: Path, what: str) -> Any:
+    """Parses a JSON file, or raises a one-line :class:`CaptioningError` with the file and the error's position."""
+    if not path.is_file():
+        raise CaptioningError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CaptioningError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    except UnicodeDecodeError as e:
+        raise CaptioningError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from e
+
+
+def drop_empty_captions(records: Sequence[CaptionRecord], source: Path) -> list[CaptionRecord]:
+    """Drops captions without a word (empty, whitespace, punctuation only) and then images without a caption.
+
+    Both counts go into one :class:`DataWarning` naming ``source``; a silent drop would shrink a split unnoticed,
+    and an empty reference would score every candidate against nothing.
+    """
+    kept, empty, captionless = [], 0, 0
+    for record in records:
+        captions = tuple(c for c in record.captions if tokenize(c))
+        empty += len(record.captions) - len(captions)
+        if not captions:
+            captionless += 1
+            continue
+        kept.append(record if len(captions) == len(record.captions) else replace(record, captions=captions))
+    if empty or captionless:
+        warnings.warn(
+            f"{source}: dropped {empty} empty caption(s); {captionless} image(s) left without a caption are left out",
+            DataWarning,
+            stacklevel=2,
+        )
+    return kept

@@ -1,0 +1,66 @@
+"""Reading an image file as the RGB picture the model sees, under one bad-data policy.
+
+Policy (the same for training, ``prepare``, the cache and ``caption``):
+- Decodable images become 8-bit RGB: EXIF orientation applied (phone photos are stored sideways with a rotate
+  tag; PIL ignores the tag unless asked), grayscale / CMYK / palette converted, transparency composited over white
+  (a transparent PNG's hidden pixels are often black or garbage), 16-bit images scaled to 8 bits (PIL's plain
+  ``convert("RGB")`` clips 16-bit values to 255, which turns most 16-bit photos white).
+- Missing, zero-byte, truncated or otherwise undecodable files raise a one-line :class:`CaptioningError` naming
+  the file and the problem. Truncated JPEGs are *not* decoded with PIL's ``LOAD_TRUNCATED_IMAGES`` (a global
+  switch that would silently feed grey half-images to training).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torchvision.transforms import v2
+
+from captioning.errors import CaptioningError
+
+# torchvision's ImageNet statistics: the encoder's pretrained weights expect them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # PIL's modes for 16-bit grey PNG/TIFF ("I": 32-bit int)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """A decoded PIL image of any mode -> 8-bit RGB, per the module's policy (EXIF orientation applied)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT:
+        # 16-bit samples 0..65535 -> 0..255 (``I`` holds them as int32); divide by 257 = 65535 / 255.
+        values = np.asarray(image, dtype=np.int64)
+        image = Image.fromarray(np.clip(values // 257, 0, 255).astype(np.uint8), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Opens an image file as 8-bit RGB, or raises a one-line :class:`CaptioningError` naming the file."""
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise CaptioningError(f"{path}: empty image file (0 bytes)")
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, inside the try
+            return to_rgb(image)
+    except FileNotFoundError as e:
+        raise CaptioningError(f"{path}: image file not found") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise CaptioningError(f"{path}: cannot read image ({e})") from e
+
+
+def resize_image(image: Image.Image, image_size: int) -> torch.Tensor:
+    """RGB picture -> (3, S, S) uint8, antialiased bilinear: the step the image cache stores."""
+    return v2.functional.resize(v2.functional.pil_to_tensor(image), [image_size, image_size], antialias=True)
+
+
+def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
+    """(3, S, S) uint8 -> float (3, S, S) with torchvision's ImageNet statistics (what pretrained encoders expect)."""
+    return v2.functional.normalize(pixels.float().div_(255.0), IMAGENET_MEAN, IMAGENET_STD)
