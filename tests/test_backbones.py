@@ -2,10 +2,12 @@
 
 import pytest
 import torch
+import torchvision
 
 from captioning.errors import CaptioningError
 from captioning.models.attention.cbam import CBAM, SE, SpatialAttention
 from captioning.models.backbones import AttentiveBasicBlock, AttentiveBottleneck, cbam_resnet, load_imagenet_weights
+from captioning.models.encoder import ResNetEncoder
 
 # ../shared/REFERENCE.md section 1: torchvision v1.5 layout, 1000-class head, biased MLP r=16.
 PARAMS = {
@@ -76,3 +78,30 @@ def test_imagenet_weights_load_every_matching_tensor(monkeypatch, tmp_path):
     # per block: two MLP layers (weight, bias), the 7x7 conv, its BN's weight, bias, running mean and variance
     assert len(missing) == 8 * 9
     torch.testing.assert_close(model.layer4[1].conv2.weight, reference["layer4.1.conv2.weight"])
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_output_stride_16_is_torchvision_dilated_last_stage(depth):
+    """output_stride 16 computes what torchvision's replace_stride_with_dilation=[False, False, True] computes
+    (torchvision refuses dilation in basic blocks; the same convs with dilation 2 are checked against a dilated
+    copy made by hand for ResNet-18)."""
+    torch.manual_seed(0)
+    encoder = ResNetEncoder(depth, output_stride=16, width=64).eval()
+    if depth == 50:
+        reference = torchvision.models.resnet50(replace_stride_with_dilation=[False, False, True])
+    else:
+        reference = torchvision.models.resnet18()
+        for block in list(reference.layer4)[1:]:
+            for conv in (block.conv1, block.conv2):
+                conv.dilation, conv.padding = (2, 2), (2, 2)
+        reference.layer4[0].conv1.stride = reference.layer4[0].downsample[0].stride = (1, 1)
+    missing = reference.load_state_dict(encoder.backbone.state_dict(), strict=False).missing_keys
+    assert missing == ["fc.weight", "fc.bias"]
+    reference.eval()
+    images = torch.randn(2, 3, 96, 96)
+    stem = torch.nn.Sequential(*list(reference.children())[:-2])  # up to layer4
+    with torch.no_grad():
+        out = encoder(images)
+        assert out.shape[-2:] == (6, 6)
+        torch.testing.assert_close(out, stem(images))
+        torch.testing.assert_close(encoder.encode_levels(images)[2], out)  # the SCA levels see the same network

@@ -23,7 +23,7 @@ from bad_data import (
     write_karpathy,
 )
 
-from captioning.cli import cli_main
+from captioning.cli import cli_main, main
 from captioning.data.coco import read_coco_captions, read_karpathy
 from captioning.data.custom import hashed_split, read_custom
 from captioning.data.datamodule import CaptionDataModule
@@ -38,8 +38,11 @@ CAPTIONING = [sys.executable, "-m", "captioning.cli"]
 KEPT = [n for n in CAPTIONS if n not in CAPTIONLESS]
 
 
-def _cli(*args, cwd=ROOT):
-    return subprocess.run([*CAPTIONING, *args], capture_output=True, text=True, cwd=cwd)
+def _cli(capsys, *args) -> tuple[int, str]:
+    """Runs ``captioning ARGS`` in this process: (exit status, stderr)."""
+    with pytest.raises(SystemExit) as exit_status:
+        main(list(args))
+    return exit_status.value.code, capsys.readouterr().err
 
 
 def _by_name(records):
@@ -141,25 +144,27 @@ def test_duplicate_image_ids_and_structural_errors_name_the_entry(tmp_path):
         read_coco_captions(tmp_path / "c.json", tmp_path, split="train")
 
 
-def test_malformed_json_fails_in_one_line_naming_file_and_position(tmp_path):
+def test_malformed_json_fails_in_one_line_naming_file_and_position(tmp_path, capsys):
     write_karpathy(tmp_path, file="dataset_coco.json", image_dir="train2014")
     (tmp_path / "val2014").mkdir()
     (tmp_path / "dataset_coco.json").write_text('{"images": [\n  {"filename": "a.jpg",\n   "split": train}\n]}\n')
-    result = _cli("prepare", "coco", "--root", str(tmp_path))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines == [
+    status, stderr = _cli(capsys, "prepare", "coco", "--root", str(tmp_path))
+    assert status == 2
+    assert stderr.strip().splitlines() == [
         f"captioning: error: {tmp_path / 'dataset_coco.json'}: not valid JSON (line 3, column 13: Expecting value)"
     ]
 
 
-def test_prepare_coco_on_an_empty_folder_says_what_to_fetch(tmp_path):
-    result = _cli("prepare", "coco", "--root", str(tmp_path))
-    assert result.returncode != 0 and "Traceback" not in result.stderr
+def test_prepare_coco_on_an_empty_folder_says_what_to_fetch(tmp_path, capsys):
+    status, stderr = _cli(capsys, "prepare", "coco", "--root", str(tmp_path))
+    assert status == 2 and "Traceback" not in stderr
     for needed in ("dataset_coco.json", "caption_datasets.zip", "train2014/", "train2014.zip", "val2014.zip"):
-        assert needed in result.stderr
-    result = _cli("prepare", "coco2017", "--root", str(tmp_path))
-    assert "annotations/captions_train2017.json" in result.stderr and "annotations_trainval2017.zip" in result.stderr
+        assert needed in stderr
+    status, stderr = _cli(capsys, "prepare", "coco2017", "--root", str(tmp_path))
+    assert "annotations/captions_train2017.json" in stderr and "annotations_trainval2017.zip" in stderr
+    # and from a shell, as a user types it
+    result = subprocess.run([*CAPTIONING, "prepare", "coco", "--root", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "dataset_coco.json" in result.stderr and "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("kind", ["flickr8k", "custom", "coco2014"])
@@ -227,6 +232,18 @@ def test_flickr8k_config_reads_a_flickr8k_folder(tmp_path):
     with pytest.warns(DataWarning):
         module = CaptionDataModule(**{**data, "root": str(tmp_path)}, image_size=32, batch_size=4, num_workers=0)
     assert [r.path.name for r in module.records("val")] == [n for n in KEPT if SPLIT_OF[n] == "val"]
+    assert module.image_cache is None
+    # a cache that prepare built in the dataset folder is found on its own, at the module's image size only
+    prepare_dataset("flickr8k", tmp_path, workers=0, min_count=1, cache_size=32)  # (its report holds the warnings)
+    settings = {**data, "root": str(tmp_path), "batch_size": 4, "num_workers": 0}
+    with pytest.warns(DataWarning):
+        cached = CaptionDataModule(**settings, image_size=32)
+    assert cached.image_cache is not None and len(cached.image_cache) == len(CAPTIONS) - len(CAPTIONLESS)
+    assert cached.dataset("train").image_cache is cached.image_cache
+    with pytest.warns(DataWarning):
+        assert CaptionDataModule(**settings, image_size=64).image_cache is None
+    with pytest.warns(DataWarning):
+        assert CaptionDataModule(**settings, image_size=32, image_cache="none").image_cache is None
 
 
 def test_one_epoch_over_bad_files_completes_and_logs_the_skipped_count(tmp_path):

@@ -34,11 +34,14 @@ class EncoderSpec:
     width: int = 64
     trainable: bool = True
     arch: Literal["resnet", "vgg", "vgg_bn"] = "resnet"
+    output_stride: Literal[32, 16] = 32
 
     def __post_init__(self) -> None:
         depths = RESNET_LAYERS if self.arch == "resnet" else VGG_CONFIGS
         if self.depth not in depths:
             raise ConfigError(f"encoder depth must be one of {sorted(depths)} for arch {self.arch}, got {self.depth}")
+        if self.arch != "resnet" and self.output_stride != 32:
+            raise ConfigError("output_stride 16 is a ResNet option (VGG's last convs are at stride 16 already)")
         if self.arch != "resnet" and self.attention != "none":
             raise ConfigError(
                 f"encoder arch {self.arch} has no backbone attention: set attention none, not {self.attention}"
@@ -82,6 +85,7 @@ class Captioner(nn.Module):
                 weights=encoder.weights,
                 width=encoder.width,
                 trainable=encoder.trainable,
+                output_stride=encoder.output_stride,
             )
         else:
             cnn = VGGEncoder(

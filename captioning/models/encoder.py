@@ -116,6 +116,10 @@ class ResNetEncoder(Encoder):
         weights: torchvision ImageNet weights name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``) or None for random init.
         width: base width (64 = standard; smaller for fast CPU models, random init only).
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+        output_stride: 32 (torchvision's) or 16: ``layer4`` keeps ``layer3``'s resolution (twice the grid side,
+            e.g. 6 x 6 instead of 3 x 3 at 96 px), its later 3x3 convs dilated by 2 so their receptive field stays
+            that of the pretrained network (Chen et al. 2017, DeepLab; torchvision's ``replace_stride_with_dilation``,
+            applied here to basic blocks too). About 4x the FLOPs of ``layer4``.
     """
 
     backbone: AttentiveResNet
@@ -128,15 +132,20 @@ class ResNetEncoder(Encoder):
         weights: str | None = None,
         width: int = 64,
         trainable: bool = True,
+        output_stride: Literal[32, 16] = 32,
     ) -> None:
         backbone = AttentiveResNet(depth, attention=attention, width=width)
         if weights:
             load_imagenet_weights(backbone, depth, weights)
+        if output_stride == 16:
+            _dilate_last_stage(backbone.layer4)
+        elif output_stride != 32:
+            raise ValueError(f"output_stride must be 32 or 16, got {output_stride}")
         del backbone.fc  # the encoder stops at layer4 (the classifier is never used)
         super().__init__(backbone, out_channels=backbone.out_channels, trainable=trainable)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W) -> layer4 features (B, C, H/32, W/32)."""
+        """images (B, 3, H, W) -> layer4 features (B, C, H/s, W/s), s the output stride (32 or 16)."""
         b = self.backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(images))))  # (B, w, H/4, W/4)
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))  # (B, C, H/32, W/32)
@@ -183,6 +192,17 @@ class ResNetEncoder(Encoder):
             shortcut = block_input if block.downsample is None else block.downsample(block_input)
             return block.relu(block.attention(_bn(bn, conv(x), batch_stats)) + shortcut)  # (R, C, h, w)
         raise ValueError(f"level must be 0 or 1, got {level}")
+
+
+def _dilate_last_stage(stage: nn.Sequential) -> None:
+    """Output stride 32 -> 16: the stage's stride becomes 1 and its later 3x3 convs are dilated by 2 (torchvision's
+    ``_make_layer`` with ``dilate=True``: the first block keeps dilation 1, every block after it uses 2)."""
+    first = stage[0]
+    for conv in (m for m in first.modules() if isinstance(m, nn.Conv2d)):
+        conv.stride = (1, 1)  # the strided 3x3 conv and the 1x1 downsample
+    for block in list(stage)[1:]:
+        for conv in (m for m in block.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)):
+            conv.dilation, conv.padding = (2, 2), (2, 2)  # (CBAM's 7x7 spatial gate keeps its own)
 
 
 class VGGEncoder(Encoder):
