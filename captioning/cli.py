@@ -15,22 +15,27 @@ from pathlib import Path
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
 
-from captioning.callbacks import PredictionsWriter
+from captioning.callbacks import LastCheckpoint, PredictionsWriter
 from captioning.data.datamodule import CaptionDataModule
 from captioning.errors import CaptioningError
 from captioning.module import CaptioningModule
+from captioning.provenance import write_run_record
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 class CaptioningCLI(LightningCLI):
-    """LightningCLI with the data->model links, a best-CIDEr checkpoint callback (``--checkpoint.*``) and a writer
-    of ``predict`` captions (``--predictions.output``, default ``predictions.json`` in the log folder)."""
+    """LightningCLI with the data->model links, a best-CIDEr checkpoint callback (``--checkpoint.*``), the resumable
+    ``last.ckpt`` (``--last.every_n_train_steps``), and a writer of ``predict`` captions (``--predictions.output``,
+    default ``predictions.json`` in the log folder). ``fit`` writes ``vocab.json`` and ``run.json`` (seed, versions,
+    git commit) next to Lightning's ``config.yaml``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocabulary_words", "model.vocabulary", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(LastCheckpoint, "last")
+        parser.link_arguments("checkpoint.dirpath", "last.dirpath")
         parser.add_lightning_class_args(PredictionsWriter, "predictions")
         parser.set_defaults(
             {
@@ -46,6 +51,8 @@ class CaptioningCLI(LightningCLI):
         if log_dir and self.trainer.is_global_zero:
             Path(log_dir).mkdir(parents=True, exist_ok=True)
             self.datamodule.vocab.save(Path(log_dir) / "vocab.json")
+            seed = self.config.get(self.subcommand, {}).get("seed_everything")
+            write_run_record(Path(log_dir) / "run.json", seed=seed, world_size=self.trainer.world_size)
 
 
 def cli_main(args: Sequence[str]) -> CaptioningCLI:

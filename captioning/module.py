@@ -7,6 +7,7 @@ The cross-entropy is averaged over non-pad target tokens; the attention term ove
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 from pathlib import Path
@@ -21,8 +22,10 @@ from captioning.data.dataset import Batch
 from captioning.decoding import Generation, LengthPenalty, beam_search
 from captioning.errors import CaptioningError
 from captioning.metrics.evaluator import CaptionEvaluator
-from captioning.metrics.tokenize import Backend
+from captioning.metrics.tokenize import Backend, ptb_tokenize
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
+from captioning.rng import rng_states, set_rng_states
+from captioning.scst import Baseline, CiderReward, advantages, sample_captions, scst_loss
 from captioning.vocab import Vocabulary
 
 
@@ -60,6 +63,7 @@ class CaptioningModule(pl.LightningModule):
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         lr_schedule: ``cosine`` decays the learning rate to 0 over the run, per step; ``constant`` keeps it.
+        warmup_steps: optimizer steps of linear learning-rate warmup before the schedule.
         attention_reg: lambda of the doubly stochastic attention term (0 disables it).
         max_len: longest generated caption, in words.
         beam_size: beams for validation/test/predict generation (1 = greedy).
@@ -72,6 +76,12 @@ class CaptioningModule(pl.LightningModule):
         metrics: pycocoevalcap metrics computed at validation and test.
         tokenizer: PTB tokenizer for those metrics: ``java`` (pycocoevalcap's) or ``python`` (the same tokens on
             caption text, no JVM start; METEOR still runs on Java).
+        scst: train with self-critical sequence training (:mod:`captioning.scst`) instead of cross-entropy; start it
+            from a cross-entropy model with ``init_weights``.
+        scst_samples: captions sampled per image for SCST.
+        scst_baseline: ``greedy`` (the greedy caption's reward, Rennie et al.) or ``mean`` (the other samples').
+        init_weights: a checkpoint whose weights a new run starts from (not its optimizer or loop state: that is
+            ``--ckpt_path``, resuming); e.g. the cross-entropy model an SCST run fine-tunes.
     """
 
     def __init__(
@@ -85,6 +95,7 @@ class CaptioningModule(pl.LightningModule):
         lr: float = 4e-4,
         weight_decay: float = 1e-4,
         lr_schedule: Literal["constant", "cosine"] = "cosine",
+        warmup_steps: int = 0,
         attention_reg: float = 1.0,
         max_len: int = 16,
         beam_size: int = 1,
@@ -95,6 +106,10 @@ class CaptioningModule(pl.LightningModule):
         suppress_unk: bool = True,
         metrics: tuple[str, ...] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr"),
         tokenizer: Backend = "java",
+        scst: bool = False,
+        scst_samples: int = 5,
+        scst_baseline: Baseline = "greedy",
+        init_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -129,20 +144,79 @@ class CaptioningModule(pl.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         if self._count_skipped(batch, "train"):
             return None  # every image of the batch was unreadable: Lightning skips the step (single process)
-        losses = self.loss(batch)
+        losses = self.scst_losses(batch) if self.hparams.scst else self.loss(batch)
         size = len(batch.image_ids)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=size)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=size)
         return losses["loss"]
 
+    # -- self-critical sequence training -----------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        h = self.hparams
+        if h.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own weights
+            state = torch.load(h.init_weights, map_location=self.device, weights_only=True)["state_dict"]
+            self.load_state_dict(state)
+        if h.scst:
+            # Rewards use document frequencies of the *training* references (REFERENCE.md section 5).
+            train = self.trainer.datamodule.records("train")
+            tokenized = ptb_tokenize({r.image_id: list(r.captions) for r in train}, backend="python")
+            self.reward = CiderReward(tokenized)
+
+    def scst_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Rennie et al. 2017 eq. 9 on one batch (see :mod:`captioning.scst`)."""
+        h, vocab = self.hparams, self.vocab
+        suppress = (vocab.pad, vocab.bos, *((vocab.unk,) if h.suppress_unk else ()))
+        draw = {"samples": h.scst_samples, "bos": vocab.bos, "eos": vocab.eos, "max_len": h.max_len}
+        samples = sample_captions(self.captioner, batch.images, suppress=suppress, **draw)
+        rewards = self.reward(batch.image_ids, [vocab.decode(row) for row in samples.tokens])  # (B, S)
+        greedy = None
+        if h.scst_baseline == "greedy":
+            self.captioner.eval()  # the test-time caption, dropout off (Rennie et al. section 5)
+            with torch.no_grad():
+                captions, _ = self.generate(batch.images, beam_size=1)
+            self.captioner.train()
+            greedy = self.reward(batch.image_ids, captions)[:, 0]  # (B,)
+        advantage = advantages(rewards, baseline=h.scst_baseline, greedy_rewards=greedy).to(self.device)
+        loss = scst_loss(samples, advantage)
+        reward = rewards.mean().to(self.device)
+        return {"loss": loss, "reward": reward, "advantage": advantage.mean()}
+
+    # -- checkpoints: the RNG states travel with the training state, so a resumed run draws what it would have --------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Applied at the first training batch, not now: between here and that batch Lightning builds the loader
+        # iterator, which draws from the global RNG (the run being resumed drew that at its epoch start, before the
+        # state was saved). (Checkpoints from before this key existed resume with fresh draws.)
+        self._rng_to_restore = checkpoint.get("rng_states")
+
+    def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
+        if getattr(self, "_rng_to_restore", None) is not None:
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
+
     def configure_optimizers(self) -> dict:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        if self.hparams.lr_schedule == "constant":
+        if self.hparams.lr_schedule == "constant" and not self.hparams.warmup_steps:
             return {"optimizer": optimizer}
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._lr_factor(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _lr_factor(self, step: int) -> float:
+        """The learning rate at optimizer step ``step`` as a fraction of ``lr``: linear warmup over ``warmup_steps``,
+        then constant or a cosine decay to 0 at the run's last step (SGDR's schedule without restarts, Loshchilov &
+        Hutter 2017). The run's length is read on the first step after warmup, not when the optimizer is built:
+        asking Lightning for it then would build the training loader before a resumed run has restored its loop and
+        loader state."""
+        warmup = self.hparams.warmup_steps
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.hparams.lr_schedule == "constant" or step == 0:
+            return 1.0
+        total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total) / total))
 
     # -- generation -------------------------------------------------------------------------------------------------
     def generate(self, images: torch.Tensor, *, beam_size: int | None = None) -> tuple[list[str], Generation]:

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.dataset import CaptionDataset, collate
 from captioning.data.layouts import Annotations, read_records
 from captioning.data.records import CaptionRecord
+from captioning.data.sampler import DrawSampler
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
@@ -126,6 +129,11 @@ class CaptionDataModule(pl.LightningDataModule):
         """The vocabulary as a word list (linked into the model, so checkpoints carry it)."""
         return self.vocab.words
 
+    @property
+    def seed(self) -> int:
+        """The run's seed, as ``seed_everything`` (``--seed_everything``) set it; 0 without one."""
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
     def dataset(self, split: Split) -> CaptionDataset:
         if split not in self.datasets:
             sampling = self.train_sampling if split == "train" else "images"
@@ -137,28 +145,37 @@ class CaptionDataModule(pl.LightningDataModule):
                 sampling=sampling,
                 references_per_image=self.references_per_image,
                 image_cache=self.image_cache,
+                seed=self.seed,
             )
         return self.datasets[split]
 
-    def _loader(self, split: Split, *, shuffle: bool) -> DataLoader:
+    def _loader(self, split: Split) -> DataLoader:
         workers = self.num_workers
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=functools.partial(collate, pad=self.vocab.pad),
-        )
+        settings = {
+            "batch_size": self.batch_size,
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "collate_fn": functools.partial(collate, pad=self.vocab.pad),
+        }
+        if split != "train":
+            return DataLoader(self.dataset(split), shuffle=False, **settings)
+        # Training: draws that depend on (seed, epoch, index) only (DrawSampler), through torchdata's
+        # StatefulDataLoader, whose position Lightning saves in every checkpoint: a run resumed from a mid-epoch
+        # last.ckpt continues at the next batch, with the same draws.
+        trainer = getattr(self, "trainer", None)  # None outside a Trainer (a loader built by hand)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        sampler = DrawSampler(self.dataset(split), seed=self.seed, num_replicas=world, rank=rank)
+        sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)  # a resumed run's restored epoch
+        return StatefulDataLoader(self.dataset(split), sampler=sampler, **settings)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test")

@@ -46,6 +46,7 @@ class CaptionDataset(Dataset):
             once and decoded against each (the ``seq_per_img`` of common captioning code), which gives the CNN
             several captions' gradient for one forward pass. Drawn without replacement when the image has enough.
         image_cache: preprocessed images at ``image_size`` (files not in it are decoded as usual).
+        seed: seeds the ``random_reference`` draws, together with the draw id (see ``__getitem__``).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class CaptionDataset(Dataset):
         sampling: Sampling,
         references_per_image: int = 1,
         image_cache: ImageCache | None = None,
+        seed: int = 0,
     ) -> None:
         if references_per_image < 1:
             raise ValueError(f"references_per_image must be >= 1, got {references_per_image}")
@@ -72,6 +74,7 @@ class CaptionDataset(Dataset):
                 f"the image cache holds {image_cache.image_size} px images, the dataset wants {image_size}"
             )
         self.image_cache = image_cache
+        self.seed = seed
         if sampling == "all_pairs":
             self.items = [(i, k) for i, r in enumerate(self.records) for k in range(len(r.captions))]
         else:
@@ -93,8 +96,11 @@ class CaptionDataset(Dataset):
             raise CaptioningError(f"{problem} (recorded when the image cache was built)")
         return pixels
 
-    def __getitem__(self, index: int) -> dict | None:
-        record_index, caption_index = self.items[index]
+    def __getitem__(self, draw: int) -> dict | None:
+        """``draw``: an item index, or a draw id ``epoch * len(self) + index`` from
+        :class:`~captioning.data.sampler.DrawSampler`. The ``random_reference`` choice is a function of (seed, draw
+        id): the same whatever process draws it and whenever, and different in each epoch."""
+        record_index, caption_index = self.items[draw % len(self.items)]
         record = self.records[record_index]
         try:
             image = normalize_image(self.pixels(record))  # (3, H, W)
@@ -103,9 +109,11 @@ class CaptionDataset(Dataset):
             return None
         chosen = [caption_index]
         if self.sampling == "random_reference":
-            # torch's generator: Lightning seeds it per worker, so runs are reproducible.
+            g = torch.Generator().manual_seed(self.seed * 2**40 + draw)
             n, k = len(record.captions), self.references_per_image
-            chosen = torch.randperm(n)[:k].tolist() if n >= k else torch.randint(n, (k,)).tolist()
+            chosen = (
+                torch.randperm(n, generator=g)[:k].tolist() if n >= k else torch.randint(n, (k,), generator=g).tolist()
+            )
         return {
             "image": image,
             "tokens": [self._tokens(record_index, i) for i in chosen],

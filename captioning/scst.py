@@ -1,0 +1,115 @@
+"""Self-critical sequence training (Rennie et al., "Self-critical Sequence Training for Image Captioning", CVPR 2017,
+arXiv 1612.00563, section 5).
+
+For each image, S captions w^s are sampled from the model; each gets the reward r(w^s) = CIDEr-D(w^s, references)
+and the policy gradient with a baseline b (eq. 8-9):
+
+    L = - 1/S sum_s (r(w^s) - b) * log p(w^s)        b = r(greedy caption)      ("greedy", the paper's)
+                                                     b = mean of the other S-1 samples' rewards   ("mean")
+
+``log p(w^s)`` sums the sampled words' and the ``<eos>``'s log-probabilities; the loss is averaged over those tokens
+(as the widely used implementation of Luo et al. does), so long samples do not dominate the gradient. Rewards use
+CIDEr-D with document frequencies from the **training** references (REFERENCE.md section 5: the reported val/test
+CIDEr-D still uses the split's own references), computed by the fast :class:`~captioning.metrics.cider.CiderD`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from captioning.metrics.cider import CiderD
+from captioning.models.captioner import Captioner
+
+Baseline = Literal["greedy", "mean"]
+
+
+@dataclass
+class Samples:
+    tokens: torch.Tensor  # (B*S, T) sampled word ids, <eos>, then <eos> padding; image-major
+    log_probs: torch.Tensor  # (B*S, T) log p of each sampled token (0 after the <eos>)
+    mask: torch.Tensor  # (B*S, T) 1 for the words and the <eos>
+
+
+def sample_captions(
+    captioner: Captioner,
+    images: torch.Tensor,
+    *,
+    samples: int,
+    bos: int,
+    eos: int,
+    max_len: int,
+    suppress: Sequence[int] = (),
+) -> Samples:
+    """Draws ``samples`` captions per image from the model (multinomial at every step), with gradients.
+
+    images (B, 3, H, W) -> :class:`Samples` of B*S rows, image-major. A caption still open after ``max_len`` words
+    ends there with its ``<eos>`` scored, as in beam search.
+    """
+    memory = captioner.encode(images)  # {name: (B, ...)}: the CNN runs once per image
+    memory = {name: value.repeat_interleave(samples, dim=0) for name, value in memory.items()}  # (B*S, ...)
+    state = captioner.init_state(memory)
+    rows = images.shape[0] * samples
+    word = torch.full((rows,), bos, dtype=torch.long, device=images.device)
+    done = torch.zeros(rows, dtype=torch.bool, device=images.device)
+    tokens, log_probs, mask = [], [], []
+    for t in range(max_len + 1):
+        logits, state, _ = captioner.step(word, state, memory)  # (B*S, V)
+        if suppress:
+            logits = logits.index_fill(1, torch.tensor(list(suppress), device=logits.device), float("-inf"))
+        log_p = F.log_softmax(logits, dim=-1)  # (B*S, V)
+        probabilities = log_p.detach().exp()
+        # (B*S,): a sampled word, or <eos> once out of words
+        word = torch.full_like(word, eos) if t == max_len else torch.multinomial(probabilities, 1).squeeze(1)
+        word = word.masked_fill(done, eos)
+        mask.append((~done).float())
+        log_probs.append(log_p.gather(1, word[:, None]).squeeze(1) * mask[-1])  # (B*S,)
+        tokens.append(word)
+        done = done | (word == eos)
+        if bool(done.all()):
+            break
+    return Samples(torch.stack(tokens, 1), torch.stack(log_probs, 1), torch.stack(mask, 1))
+
+
+def advantages(rewards: torch.Tensor, *, baseline: Baseline, greedy_rewards: torch.Tensor | None) -> torch.Tensor:
+    """rewards (B, S), greedy_rewards (B,) -> r - b (B, S) for the chosen baseline."""
+    if baseline == "greedy":
+        if greedy_rewards is None:
+            raise ValueError("the greedy baseline needs the greedy captions' rewards")
+        return rewards - greedy_rewards[:, None]
+    if rewards.shape[1] < 2:
+        raise ValueError("the mean-of-samples baseline needs at least 2 samples per image")
+    others = (rewards.sum(dim=1, keepdim=True) - rewards) / (rewards.shape[1] - 1)  # (B, S) mean of the others
+    return rewards - others
+
+
+def scst_loss(samples: Samples, advantage: torch.Tensor) -> torch.Tensor:
+    """-(r - b) log p(w), averaged over the sampled tokens (eq. 9). advantage (B, S) -> scalar."""
+    weights = advantage.reshape(-1, 1).to(samples.log_probs.dtype)  # (B*S, 1), no gradient through the reward
+    return -(weights * samples.log_probs).sum() / samples.mask.sum().clamp(min=1.0)
+
+
+class CiderReward:
+    """CIDEr-D rewards against tokenized references, with document frequencies from a training corpus.
+
+    Args:
+        corpus: image id -> tokenized training references (the document frequencies; also the references looked
+            up by :meth:`__call__`).
+    """
+
+    def __init__(self, corpus: Mapping[int, Sequence[str]]) -> None:
+        self.references = {key: list(refs) for key, refs in corpus.items()}
+        self.cider = CiderD(self.references)
+
+    def __call__(self, image_ids: Sequence[int], captions: Sequence[str]) -> torch.Tensor:
+        """One score per caption; ``captions`` are grouped by image in the order of ``image_ids`` (len(captions) =
+        len(image_ids) * S). -> (B, S)."""
+        per_image = len(captions) // len(image_ids)
+        candidates = {row: caption for row, caption in enumerate(captions)}
+        references = {row: self.references[image_ids[row // per_image]] for row in candidates}
+        _, scores = self.cider.score(candidates, references)
+        return torch.tensor(scores).view(len(image_ids), per_image)
