@@ -1,13 +1,22 @@
-"""Trainer callbacks: writing ``predict`` outputs; the ``last.ckpt`` a run resumes from."""
+"""Trainer callbacks: writing ``predict`` outputs; the ``last.ckpt`` a run resumes from; sample captions with
+attention figures on the experiment dashboards."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 import torch.distributed as dist
+from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
+
+from captioning.data.images import IMAGENET_MEAN, IMAGENET_STD
+from captioning.viz.attention import plot_word_attention
 
 
 class PredictionsWriter(BasePredictionWriter):
@@ -60,3 +69,69 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps or None,
             save_on_train_epoch_end=True,
         )
+
+
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """Normalized images (B, 3, H, W) -> (B, H, W, 3) uint8 RGB, as the model saw them."""
+    mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]
+    std = images.new_tensor(IMAGENET_STD)[:, None, None]
+    pixels = ((images.float() * std + mean).clamp(0, 1) * 255).round().byte()  # (B, 3, H, W)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+class ValidationSamples(pl.Callback):
+    """After each validation, logs the first ``num_images`` val images with their generated and reference captions
+    (a wandb table; TensorBoard text) and one attention figure per image (each word over its spatial map, the
+    highest attended layer), to the run's wandb and TensorBoard loggers. Other loggers get nothing.
+
+    Args:
+        num_images: images to show (0 turns the callback off).
+    """
+
+    def __init__(self, num_images: int = 4) -> None:
+        self.num_images = num_images
+        self._batch = None
+
+    def _loggers(self, trainer: pl.Trainer) -> list:
+        return [lg for lg in trainer.loggers if isinstance(lg, WandbLogger | TensorBoardLogger)]
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx == 0 and self.num_images and trainer.is_global_zero and self._loggers(trainer):
+            self._batch = batch
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        batch, self._batch = self._batch, None
+        if batch is None or trainer.sanity_checking or not batch.image_ids:
+            return
+        images = batch.images[: self.num_images]
+        with torch.no_grad():
+            captions, generation = pl_module.generate(images)
+        spatial = [name for name in generation.attention if name.startswith("alpha")]
+        rows = []
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = []
+            for i, (pixels, caption) in enumerate(zip(to_pixels(images), captions, strict=True)):
+                rows.append((pixels, caption, " | ".join(batch.references[i])))
+                if spatial:
+                    words = [*caption.split(), "<eos>"][: generation.tokens.shape[1]]
+                    alphas = generation.attention[spatial[-1]][i, : len(words)]
+                    figures.append(plot_word_attention(pixels, words, alphas, Path(tmp) / f"{i}.png"))
+            for logger in self._loggers(trainer):
+                self._log(logger, rows, figures, trainer.global_step)
+
+    @staticmethod
+    def _log(logger, rows: list, figures: list[Path], step: int) -> None:
+        if isinstance(logger, WandbLogger):
+            import wandb  # only where wandb logs: importing it takes about a second
+
+            table = [[wandb.Image(pixels), caption, references] for pixels, caption, references in rows]
+            logger.log_table("val/samples", columns=["image", "generated", "references"], data=table, step=step)
+            if figures:
+                logger.log_image("val/attention", images=[str(f) for f in figures], step=step)
+            return
+        text = "\n\n".join(f"**{caption}** (references: {references})" for _, caption, references in rows)
+        logger.experiment.add_text("val/samples", text, step)
+        for i, figure in enumerate(figures):
+            with Image.open(figure) as picture:
+                pixels = np.asarray(picture.convert("RGB"))  # (H, W, 3)
+            logger.experiment.add_image(f"val/attention/{i}", pixels, step, dataformats="HWC")

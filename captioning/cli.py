@@ -14,8 +14,9 @@ from pathlib import Path
 
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI
+from pytorch_lightning.loggers import WandbLogger
 
-from captioning.callbacks import LastCheckpoint, PredictionsWriter
+from captioning.callbacks import LastCheckpoint, PredictionsWriter, ValidationSamples
 from captioning.data.datamodule import CaptionDataModule
 from captioning.errors import CaptioningError
 from captioning.module import CaptioningModule
@@ -37,6 +38,7 @@ class CaptioningCLI(LightningCLI):
         parser.add_lightning_class_args(LastCheckpoint, "last")
         parser.link_arguments("checkpoint.dirpath", "last.dirpath")
         parser.add_lightning_class_args(PredictionsWriter, "predictions")
+        parser.add_lightning_class_args(ValidationSamples, "samples")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/CIDEr",
@@ -53,6 +55,14 @@ class CaptioningCLI(LightningCLI):
             self.datamodule.vocab.save(Path(log_dir) / "vocab.json")
             seed = self.config.get(self.subcommand, {}).get("seed_everything")
             write_run_record(Path(log_dir) / "run.json", seed=seed, world_size=self.trainer.world_size)
+
+
+    def after_fit(self) -> None:
+        # Lightning leaves a wandb run open (a logger may be reused); a finished run has flushed its history and
+        # summary to its (offline) folder, and the next run in this process starts a new one.
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and self.trainer.is_global_zero and logger._experiment is not None:
+                logger.experiment.finish()
 
 
 def cli_main(args: Sequence[str]) -> CaptioningCLI:

@@ -236,6 +236,12 @@ def test_wandb_offline_and_csv_loggers_record_the_run(shapes, tmp_path, monkeypa
     )
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    # the run directory holds the sample table and the attention figures of the validation
+    media = {p.relative_to(runs[0] / "files" / "media").as_posix() for p in (runs[0] / "files" / "media").rglob("*.*")}
+    assert any(m.startswith("table/val/samples") for m in media), media
+    assert any(m.startswith("images/val/attention") and m.endswith(".png") for m in media), media
+    history = next(runs[0].glob("*.wandb")).read_bytes()  # flushed when fit finished the run (protobuf records)
+    assert b"val/CIDEr" in history and b"val/samples" in history
     cli_main([*base, "--config", str(ROOT / "configs/csv.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)])
     rows = (next(tmp_path.glob("lightning_logs/version_*")) / "metrics.csv").read_text()
     assert "val/CIDEr" in rows.splitlines()[0] and "train/loss" in rows.splitlines()[0]
