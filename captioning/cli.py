@@ -56,7 +56,6 @@ class CaptioningCLI(LightningCLI):
             seed = self.config.get(self.subcommand, {}).get("seed_everything")
             write_run_record(Path(log_dir) / "run.json", seed=seed, world_size=self.trainer.world_size)
 
-
     def after_fit(self) -> None:
         # Lightning leaves a wandb run open (a logger may be reused); a finished run has flushed its history and
         # summary to its (offline) folder, and the next run in this process starts a new one.

@@ -64,6 +64,12 @@ class CaptioningModule(pl.LightningModule):
         weight_decay: AdamW weight decay.
         lr_schedule: ``cosine`` decays the learning rate to 0 over the run, per step; ``constant`` keeps it.
         warmup_steps: optimizer steps of linear learning-rate warmup before the schedule.
+        encoder_lr: the CNN's learning rate (None: ``lr``), e.g. lower for a pretrained encoder.
+        encoder_frozen_epochs: the CNN is frozen for this many first epochs (BN statistics included) ...
+        encoder_unfreeze: ... after which these backbone stages are trained (``layer4``, ...; empty: all of them).
+        sample_prob: scheduled sampling (Bengio et al. 2015): the largest probability of feeding the model its own
+            previous word instead of the reference one, reached linearly over ``sample_ramp_epochs`` (0 disables).
+        sample_ramp_epochs: epochs over which the scheduled-sampling probability rises from 0.
         attention_reg: lambda of the doubly stochastic attention term (0 disables it).
         max_len: longest generated caption, in words.
         beam_size: beams for validation/test/predict generation (1 = greedy).
@@ -96,6 +102,11 @@ class CaptioningModule(pl.LightningModule):
         weight_decay: float = 1e-4,
         lr_schedule: Literal["constant", "cosine"] = "cosine",
         warmup_steps: int = 0,
+        encoder_lr: float | None = None,
+        encoder_frozen_epochs: int = 0,
+        encoder_unfreeze: tuple[str, ...] = (),
+        sample_prob: float = 0.0,
+        sample_ramp_epochs: int = 1,
         attention_reg: float = 1.0,
         max_len: int = 16,
         beam_size: int = 1,
@@ -124,7 +135,8 @@ class CaptioningModule(pl.LightningModule):
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]  # (B, T) each
-        logits, weights = self.captioner(batch.images, inputs)  # (B, T, V), {name: (B, T, ...)}
+        sample_prob = self.scheduled_sample_prob() if self.training else 0.0
+        logits, weights = self.captioner(batch.images, inputs, sample_prob=sample_prob)  # (B, T, V), {name: ...}
         alphas = [w for name, w in weights.items() if name.startswith("alpha")]  # spatial maps (B, T, N)
         return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
 
@@ -197,8 +209,27 @@ class CaptioningModule(pl.LightningModule):
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
+    def scheduled_sample_prob(self) -> float:
+        h = self.hparams
+        if not h.sample_prob or self._trainer is None:
+            return 0.0
+        return h.sample_prob * min(1.0, self.trainer.current_epoch / max(1, h.sample_ramp_epochs))
+
+    def on_train_epoch_start(self) -> None:
+        h, encoder = self.hparams, self.captioner.encoder
+        if self.current_epoch < h.encoder_frozen_epochs:
+            encoder.set_frozen(None)  # the whole CNN
+        elif h.encoder_frozen_epochs:
+            chosen = set(h.encoder_unfreeze)
+            encoder.set_frozen({n for n, _ in encoder.backbone.named_children()} - chosen if chosen else set())
+
     def configure_optimizers(self) -> dict:
-        optimizer = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        h = self.hparams
+        cnn = list(self.captioner.encoder.parameters())
+        cnn_ids = {id(p) for p in cnn}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in cnn_ids]}]
+        groups.append({"params": cnn, "lr": h.encoder_lr if h.encoder_lr is not None else h.lr})
+        optimizer = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay)
         if self.hparams.lr_schedule == "constant" and not self.hparams.warmup_steps:
             return {"optimizer": optimizer}
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._lr_factor(step))

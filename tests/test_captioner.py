@@ -153,3 +153,16 @@ def test_several_captions_per_image_share_one_encoding():
     torch.testing.assert_close(logits[1::2], single)
     with pytest.raises(ValueError, match="split evenly"):
         module.captioner(batch.images, twice[:3, :-1])
+
+
+def test_scheduled_sampling_feeds_model_words_after_the_first_step():
+    module = tiny_module()
+    module.captioner.eval()
+    batch = tiny_batch()
+    inputs = batch.tokens[:, :-1]
+    reference, _ = module.captioner(batch.images, inputs)
+    torch.testing.assert_close(module.captioner(batch.images, inputs, sample_prob=0.0)[0], reference)
+    torch.manual_seed(0)
+    sampled, _ = module.captioner(batch.images, inputs, sample_prob=1.0)
+    torch.testing.assert_close(sampled[:, 0], reference[:, 0])  # the first input is always <bos>
+    assert not torch.allclose(sampled[:, 1:], reference[:, 1:])

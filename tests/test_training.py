@@ -114,3 +114,26 @@ def test_bf16_mixed_precision_config_trains_and_validates_on_cpu(shapes, tmp_pat
     assert cli.trainer.precision == "bf16-mixed" and cli.trainer.global_step == STEPS_PER_EPOCH
     assert torch.isfinite(cli.trainer.callback_metrics["val/CIDEr"])
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # autocast: the weights stay float32
+
+
+def test_encoder_frozen_first_then_chosen_stages_train_with_their_own_learning_rate(shapes, tmp_path):
+    base = ["--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(shapes)]
+    twin = cli_main(["validate", *base, "--trainer.limit_val_batches", "0"])  # the same seed: the initial weights
+    initial = {k: v.clone() for k, v in twin.model.captioner.encoder.state_dict().items()}
+    args = ["fit", *base, "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "100"]
+    args += [
+        "--model.encoder_frozen_epochs",
+        "1",
+        "--model.encoder_unfreeze",
+        "[layer4]",
+        "--model.encoder_lr",
+        "0.003",
+    ]
+    args += ["--checkpoint.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
+    cli = cli_main(args)
+    groups = cli.trainer.optimizers[0].param_groups
+    assert [g["initial_lr"] for g in groups] == [0.01, 0.003]  # decoder (smoke config's lr), encoder
+    trained = cli.model.captioner.encoder.state_dict()
+    for name, value in trained.items():
+        # layer4 trained in the second epoch (weights and BN statistics); everything below it never moved
+        assert (not torch.equal(value, initial[name])) == name.startswith("backbone.layer4"), name

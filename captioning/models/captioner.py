@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from captioning.errors import ConfigError
@@ -125,11 +126,16 @@ class Captioner(nn.Module):
         """tokens (B,) -> logits (B, V), state, attention weights by name (``alpha``: (B, N), ...)."""
         return self.decoder.step(tokens, state, memory, self.encoder)
 
-    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, images: torch.Tensor, tokens: torch.Tensor, *, sample_prob: float = 0.0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Teacher forcing: images (B, 3, H, W), input tokens (B*R, T) -> logits (B*R, T, V) and attention
         weights by name, each stacked over steps: (B*R, T, ...).
 
         R >= 1 captions per image, image-major: each image is encoded once and its memory repeated R times.
+        ``sample_prob``: scheduled sampling (Bengio et al. 2015, arXiv 1506.03099): from the second step on, each
+        row's input word is, with this probability, drawn from the model's previous output distribution instead of
+        the reference word (no gradient through the draw).
         """
         repeats, remainder = divmod(tokens.shape[0], images.shape[0])
         if remainder or not repeats:
@@ -140,7 +146,11 @@ class Captioner(nn.Module):
         state = self.init_state(memory)
         logits, weights = [], []
         for t in range(tokens.shape[1]):
-            step_logits, state, step_weights = self.step(tokens[:, t], state, memory)
+            word = tokens[:, t]  # (B*R,)
+            if sample_prob > 0 and t > 0:
+                drawn = torch.multinomial(F.softmax(logits[-1].detach().float(), dim=-1), 1).squeeze(1)  # (B*R,)
+                word = torch.where(torch.rand(word.shape, device=word.device) < sample_prob, drawn, word)
+            step_logits, state, step_weights = self.step(word, state, memory)
             logits.append(step_logits)
             weights.append(step_weights)
         stacked = {name: torch.stack([w[name] for w in weights], dim=1) for name in weights[0]}  # (B*R, T, ...)

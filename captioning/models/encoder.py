@@ -61,12 +61,30 @@ class Encoder(nn.Module):
         self.backbone = backbone
         self.out_channels = out_channels
         self.trainable = trainable
+        self.frozen: set[str] = set()  # backbone children frozen for now (see set_frozen)
         self.backbone.requires_grad_(trainable)
+
+    def set_frozen(self, stages: set[str] | None) -> None:
+        """Freezes the named backbone children (``None``: all of them) and unfreezes the others, for a fine-tuning
+        schedule. Frozen parts get no gradient and keep their BN running statistics. No effect when the encoder
+        was built with ``trainable=False`` (frozen for good)."""
+        names = {name for name, _ in self.backbone.named_children()}
+        unknown = (stages or set()) - names
+        if unknown:
+            raise ValueError(f"unknown encoder stages {sorted(unknown)}; the backbone has {sorted(names)}")
+        self.frozen = names if stages is None else set(stages)
+        if self.trainable:
+            for name, child in self.backbone.named_children():
+                child.requires_grad_(name not in self.frozen)
+        self.train(self.training)
 
     def train(self, mode: bool = True) -> Encoder:
         super().train(mode)
         if not self.trainable:  # a frozen backbone keeps its BN running statistics
             self.backbone.eval()
+        for name, child in self.backbone.named_children():
+            if name in self.frozen:
+                child.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
