@@ -34,3 +34,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/decoding_attention.py
 	$(BIN)/python benchmarks/beam_speed.py
 	$(BIN)/python benchmarks/cider_speed.py
+	$(BIN)/python benchmarks/loader_speed.py

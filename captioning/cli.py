@@ -89,6 +89,7 @@ training and evaluation (LightningCLI, configs in configs/):
 
 tools:
   prepare    make a dataset:   captioning prepare shapes --out data/shapes
+             check a dataset:  captioning prepare coco|coco2014|coco2017|flickr8k|flickr30k|custom --root DIR
   caption    caption images:   captioning caption IMAGE... --ckpt CKPT
   evaluate   score a split:    captioning evaluate --ckpt CKPT --data-root DIR --split test --out DIR
   visualize  attention maps:   captioning visualize IMAGE... --ckpt CKPT --out DIR
