@@ -20,7 +20,7 @@ from lightning_fabric.utilities.data import AttributeDict
 
 from captioning.data.dataset import Batch
 from captioning.decoding import Generation, LengthPenalty, beam_search
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, ConfigError
 from captioning.metrics.evaluator import CaptionEvaluator
 from captioning.metrics.tokenize import Backend, ptb_tokenize
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
@@ -155,7 +155,10 @@ class CaptioningModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         if self._count_skipped(batch, "train"):
-            return None  # every image of the batch was unreadable: Lightning skips the step (single process)
+            if self.trainer.world_size == 1:
+                return None  # every image of the batch was unreadable: Lightning skips the step
+            # DDP cannot skip a step on one process only: a zero loss keeps the gradient all-reduce in step
+            return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
         losses = self.scst_losses(batch) if self.hparams.scst else self.loss(batch)
         size = len(batch.image_ids)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=size)
@@ -166,9 +169,26 @@ class CaptioningModule(pl.LightningModule):
     # -- self-critical sequence training -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
         h = self.hparams
+        if h.encoder_frozen_epochs:
+            stages = {n for n, _ in self.captioner.encoder.backbone.named_children()}
+            if unknown := set(h.encoder_unfreeze) - stages:
+                raise ConfigError(
+                    f"encoder_unfreeze: unknown stages {sorted(unknown)}; the encoder has {sorted(stages)}"
+                )
+            if self.trainer.world_size > 1 and not getattr(self.trainer.strategy, "_ddp_kwargs", {}).get(
+                "find_unused_parameters"
+            ):
+                raise ConfigError(
+                    "encoder_frozen_epochs under DDP needs --trainer.strategy ddp_find_unused_parameters_true "
+                    "(frozen layers produce no gradient for DDP to wait for)"
+                )
         if h.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own weights
-            state = torch.load(h.init_weights, map_location=self.device, weights_only=True)["state_dict"]
-            self.load_state_dict(state)
+            start = load_checkpoint(h.init_weights, map_location=self.device)  # one-line errors for a bad file
+            try:
+                self.load_state_dict(start.state_dict())
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise CaptioningError(f"{h.init_weights}: its model differs from this run's ({first})") from e
         if h.scst:
             # Rewards use document frequencies of the *training* references (REFERENCE.md section 5).
             train = self.trainer.datamodule.records("train")

@@ -32,15 +32,20 @@ for entry in "${FILES[@]}"; do
   name="$(basename "$path")"
   echo "== $name"
   curl -fL --retry 3 -C - -o "$DIR/downloads/$name" "http://images.cocodataset.org/$path"
-  echo "$md5  $DIR/downloads/$name" | md5sum -c -
-  unzip -q -n "$DIR/downloads/$name" -d "$DIR"   # -n: keep what an earlier run unpacked
+  if ! echo "$md5  $DIR/downloads/$name" | md5sum -c -; then
+    rm -f "$DIR/downloads/$name"   # a resumed download would only extend the bad file
+    echo "$name: checksum mismatch; removed it, run the script again" >&2
+    exit 1
+  fi
+  unpacked="$DIR/downloads/.$name.unpacked"   # written after a complete unzip: an interrupted one is redone
+  [ -f "$unpacked" ] || { unzip -q -o "$DIR/downloads/$name" -d "$DIR" && touch "$unpacked"; }
 done
 
 if [ "$YEAR" = 2014 ]; then
   echo "== caption_datasets.zip (Karpathy splits: dataset_coco.json, dataset_flickr8k.json, dataset_flickr30k.json)"
   curl -fL --retry 3 -C - -o "$DIR/downloads/caption_datasets.zip" \
     https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip
-  unzip -q -n "$DIR/downloads/caption_datasets.zip" dataset_coco.json -d "$DIR"
+  unzip -q -o "$DIR/downloads/caption_datasets.zip" dataset_coco.json -d "$DIR"
 fi
 
 echo "done. Next: captioning prepare $([ "$YEAR" = 2014 ] && echo coco || echo coco2017) --root $DIR"

@@ -96,6 +96,8 @@ def test_dataset_sampling_modes(tmp_path):
     drawn = {vocab.decode(per_image[epoch * 3]["tokens"][0]) for epoch in range(30)}  # draw ids of image 0
     assert drawn == {"a red circle", "a red ball", "one red disc"}
     assert [per_image[7]["tokens"][0].tolist() for _ in range(3)] == [per_image[7]["tokens"][0].tolist()] * 3
+    big_seed = CaptionDataset(records, vocab, image_size=16, max_len=8, sampling="random_reference", seed=2**32 - 1)
+    assert len(big_seed[10**12]["tokens"]) == 1  # any seed (--seed_everything true draws up to 2**32 - 1), any epoch
     item = per_image[0]
     assert item["image"].shape == (3, 16, 16) and item["references"] == CAPTIONS[1]
     several = CaptionDataset(

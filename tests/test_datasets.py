@@ -258,3 +258,21 @@ def test_one_epoch_over_bad_files_completes_and_logs_the_skipped_count(tmp_path)
     rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
     logged = {k: float(v) for row in rows for k, v in row.items() if v and "skipped" in k}
     assert logged == {"train/skipped_images": BAD_TRAIN, "val/skipped_images": 1.0}
+
+
+def test_spreadsheet_csv_with_byte_order_mark_and_bad_ids_and_categories(tmp_path):
+    (tmp_path / "captions.csv").write_text("\ufefffile,caption\na.jpg,a red square\n", encoding="utf-8")
+    assert [r.captions for r in read_custom(tmp_path)] == [("a red square",)]
+    data = karpathy_json(["rgb.jpg"])
+    data["images"][0]["imgid"] = "seven"
+    (tmp_path / "k.json").write_text(json.dumps(data))
+    with pytest.raises(CaptioningError, match=r"k\.json: .*images\[0\] has a non-integer 'cocoid' / 'imgid'"):
+        read_karpathy(tmp_path / "k.json", tmp_path)
+    images = [{"id": 1, "file_name": "a.jpg"}]
+    (tmp_path / "c.json").write_text(
+        json.dumps({"images": images, "annotations": [{"id": 1, "image_id": 1, "caption": "x"}]})
+    )
+    instances = {"images": images, "annotations": [{"id": 1, "image_id": 1, "bbox": [1, 2, 3, 4], "category_id": 9}]}
+    (tmp_path / "i.json").write_text(json.dumps({**instances, "categories": [{"id": 1, "name": "circle"}]}))
+    with pytest.raises(CaptioningError, match=r"i\.json: annotations\[0\] needs a 4-number 'bbox' and a 'category_id'"):
+        read_coco_captions(tmp_path / "c.json", tmp_path, split="train", instances_file=tmp_path / "i.json")

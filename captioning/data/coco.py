@@ -47,9 +47,14 @@ def _load_coco(path: Path, *, kind: Literal["captions", "instances"]) -> COCO:
             )
         first_seen[image["id"]] = index
     field, kind_of = ("caption", str) if kind == "captions" else ("bbox", list)
+    categories = {c.get("id") for c in data.get("categories", []) if isinstance(c, dict)}
     for index, ann in enumerate(data["annotations"]):
         if not (isinstance(ann, dict) and isinstance(ann.get("id"), int) and isinstance(ann.get(field), kind_of)):
             raise CaptioningError(f"{path}: annotations[{index}] needs an integer 'id' and a '{field}'")
+        if kind == "instances" and not (len(ann["bbox"]) == 4 and ann.get("category_id") in categories):
+            raise CaptioningError(
+                f"{path}: annotations[{index}] needs a 4-number 'bbox' and a 'category_id' of 'categories'"
+            )
         if ann.get("image_id") not in first_seen:
             raise CaptioningError(
                 f"{path}: annotations[{index}] refers to image_id {ann.get('image_id')!r}, not in 'images'"
@@ -132,6 +137,8 @@ def _karpathy_entry_problem(image: object) -> str | None:
         return "is not a JSON object"
     if not isinstance(image.get("filename"), str):
         return "has no 'filename'"
+    if not isinstance(image.get("cocoid", image.get("imgid", 0)), int):
+        return "has a non-integer 'cocoid' / 'imgid'"
     if image.get("split") not in KARPATHY_SPLITS:
         return f"has split {image.get('split')!r}, not one of {', '.join(KARPATHY_SPLITS)}"
     sentences = image.get("sentences")

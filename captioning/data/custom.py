@@ -35,7 +35,7 @@ def find_captions_file(root: Path, name: str | None = None) -> Path:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a byte-order mark
         reader = csv.DictReader(f)
         missing = {"file", "caption"} - set(reader.fieldnames or ())
         if missing:
@@ -47,7 +47,7 @@ def _csv_rows(path: Path) -> Iterator[tuple[int, dict]]:
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
+import torch
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -166,7 +167,10 @@ class CaptionDataModule(pl.LightningDataModule):
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         sampler = DrawSampler(self.dataset(split), seed=self.seed, num_replicas=world, rank=rank)
         sampler.set_epoch(trainer.current_epoch if trainer is not None else 0)  # a resumed run's restored epoch
-        return StatefulDataLoader(self.dataset(split), sampler=sampler, **settings)
+        # Its own generator: starting an epoch's iterator draws a base seed, and from the global RNG that draw would
+        # shift the dropout masks of a run resumed from an end-of-epoch checkpoint.
+        generator = torch.Generator().manual_seed(self.seed)
+        return StatefulDataLoader(self.dataset(split), sampler=sampler, generator=generator, **settings)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
@@ -109,7 +110,9 @@ class CaptionDataset(Dataset):
             return None
         chosen = [caption_index]
         if self.sampling == "random_reference":
-            g = torch.Generator().manual_seed(self.seed * 2**40 + draw)
+            # (seed, draw id) -> one 64-bit seed; numpy's SeedSequence mixes any sizes of both without overflow
+            mixed = np.random.SeedSequence([self.seed, draw]).generate_state(1, np.uint64)[0]
+            g = torch.Generator().manual_seed(int(mixed))
             n, k = len(record.captions), self.references_per_image
             chosen = (
                 torch.randperm(n, generator=g)[:k].tolist() if n >= k else torch.randint(n, (k,), generator=g).tolist()
