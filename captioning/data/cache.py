@@ -43,7 +43,9 @@ def _fingerprint(path: Path) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _identity(item: tuple) -> tuple:
+def identity(item: tuple) -> tuple:
+    """A DataLoader ``collate_fn`` for ``batch_size=None`` loaders whose items are already what the caller wants
+    (a module-level function: worker processes started by spawn must be able to import it)."""
     return item
 
 
@@ -136,7 +138,7 @@ class ImageCache:
             partial, mode="w+", dtype=np.uint8, shape=(len(files), 3, image_size, image_size)
         )
         entries: list[dict] = [{} for _ in files]
-        loader = DataLoader(_Decode(files, image_size), batch_size=None, num_workers=workers, collate_fn=_identity)
+        loader = DataLoader(_Decode(files, image_size), batch_size=None, num_workers=workers, collate_fn=identity)
         for row, pixels, problem in tqdm(
             loader, total=len(files), desc=f"caching images at {image_size} px", unit="img"
         ):

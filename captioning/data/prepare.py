@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioning.data.cache import CACHE_FOLDER, ImageCache
+from captioning.data.cache import CACHE_FOLDER, ImageCache, identity
 from captioning.data.images import load_image
 from captioning.data.layouts import LAYOUTS, SPLITS, Layout, read_records
 from captioning.data.records import CaptionRecord, DataWarning
@@ -72,10 +72,6 @@ class _Checks(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, ImageCheck]:
         return index, check_image(self.paths[index])
-
-
-def _identity(item: tuple) -> tuple:
-    return item
 
 
 @dataclass
@@ -173,7 +169,7 @@ def prepare_dataset(
     vocabulary = Vocabulary.build((c for r in counted for c in r.captions), min_count=min_count)
 
     paths = sorted({r.path for r in records})
-    loader = DataLoader(_Checks(paths), batch_size=None, num_workers=workers, collate_fn=_identity)
+    loader = DataLoader(_Checks(paths), batch_size=None, num_workers=workers, collate_fn=identity)
     checks = dict.fromkeys(paths)
     for index, check in tqdm(loader, total=len(paths), desc="checking images", unit="img"):
         checks[paths[index]] = check
