@@ -15,8 +15,8 @@ from PIL import Image
 from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
-from captioning.data.images import IMAGENET_MEAN, IMAGENET_STD
-from captioning.viz.attention import plot_word_attention
+from captioning.data.images import denormalize_images
+from captioning.viz.figures import draw, split_generation
 
 
 class PredictionsWriter(BasePredictionWriter):
@@ -71,18 +71,11 @@ class LastCheckpoint(ModelCheckpoint):
         )
 
 
-def to_pixels(images: torch.Tensor) -> np.ndarray:
-    """Normalized images (B, 3, H, W) -> (B, H, W, 3) uint8 RGB, as the model saw them."""
-    mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]
-    std = images.new_tensor(IMAGENET_STD)[:, None, None]
-    pixels = ((images.float() * std + mean).clamp(0, 1) * 255).round().byte()  # (B, 3, H, W)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
 class ValidationSamples(pl.Callback):
     """After each validation, logs the first ``num_images`` val images with their generated and reference captions
-    (a wandb table; TensorBoard text) and one attention figure per image (each word over its spatial map, the
-    highest attended layer), to the run's wandb and TensorBoard loggers. Other loggers get nothing.
+    (a wandb table; TensorBoard text) and the figures of ``captioning visualize`` for each: every word over its
+    spatial map of every attended layer and, for SCA-CNN's channel attention, beta over words x channels. They go
+    to the run's wandb and TensorBoard loggers; other loggers get nothing.
 
     Args:
         num_images: images to show (0 turns the callback off).
@@ -106,32 +99,31 @@ class ValidationSamples(pl.Callback):
         images = batch.images[: self.num_images]
         with torch.no_grad():
             captions, generation = pl_module.generate(images)
-        spatial = [name for name in generation.attention if name.startswith("alpha")]
-        rows = []
+        items = split_generation(captions, generation, denormalize_images(images))
+        references = batch.references[: len(items)]
+        rows = [(item.pixels, item.caption, " | ".join(refs)) for item, refs in zip(items, references, strict=True)]
         with tempfile.TemporaryDirectory() as tmp:
-            figures = []
-            for i, (pixels, caption) in enumerate(zip(to_pixels(images), captions, strict=True)):
-                rows.append((pixels, caption, " | ".join(batch.references[i])))
-                if spatial:
-                    words = [*caption.split(), "<eos>"][: generation.tokens.shape[1]]
-                    alphas = generation.attention[spatial[-1]][i, : len(words)]
-                    figures.append(plot_word_attention(pixels, words, alphas, Path(tmp) / f"{i}.png"))
+            figures: dict[str, list[Path]] = {}  # val/attention, val/channels -> one PNG per image
+            for i, item in enumerate(items):
+                for path in draw(item, Path(tmp) / str(i)):  # <i>_attention.png, <i>_channels.png
+                    figures.setdefault(f"val/{path.stem.partition('_')[2]}", []).append(path)
             for logger in self._loggers(trainer):
                 self._log(logger, rows, figures, trainer.global_step)
 
     @staticmethod
-    def _log(logger, rows: list, figures: list[Path], step: int) -> None:
+    def _log(logger, rows: list, figures: dict[str, list[Path]], step: int) -> None:
         if isinstance(logger, WandbLogger):
             import wandb  # only where wandb logs: importing it takes about a second
 
             table = [[wandb.Image(pixels), caption, references] for pixels, caption, references in rows]
             logger.log_table("val/samples", columns=["image", "generated", "references"], data=table, step=step)
-            if figures:
-                logger.log_image("val/attention", images=[str(f) for f in figures], step=step)
+            for key, paths in figures.items():
+                logger.log_image(key, images=[str(f) for f in paths], step=step)
             return
         text = "\n\n".join(f"**{caption}** (references: {references})" for _, caption, references in rows)
         logger.experiment.add_text("val/samples", text, step)
-        for i, figure in enumerate(figures):
-            with Image.open(figure) as picture:
-                pixels = np.asarray(picture.convert("RGB"))  # (H, W, 3)
-            logger.experiment.add_image(f"val/attention/{i}", pixels, step, dataformats="HWC")
+        for key, paths in figures.items():
+            for i, figure in enumerate(paths):
+                with Image.open(figure) as picture:
+                    pixels = np.asarray(picture.convert("RGB"))  # (H, W, 3)
+                logger.experiment.add_image(f"{key}/{i}", pixels, step, dataformats="HWC")

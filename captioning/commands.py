@@ -19,8 +19,7 @@ from PIL import Image
 from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.coco import read_coco_captions, read_coco_results
 from captioning.data.datamodule import CaptionDataModule
-from captioning.data.dataset import image_transform
-from captioning.data.images import load_image
+from captioning.data.images import load_image, normalize_image, resize_image
 from captioning.data.layouts import LAYOUTS
 from captioning.data.prepare import prepare_dataset
 from captioning.data.records import CaptionRecord
@@ -30,7 +29,11 @@ from captioning.metrics import METRICS, WITH_SPICE, coco_scores
 from captioning.metrics.grounding import GroundingTarget, grounding_markdown, synonyms_for
 from captioning.metrics.spice import fetch_spice_models
 from captioning.module import CaptioningModule, load_checkpoint
-from captioning.viz.attention import plot_word_attention
+from captioning.viz.figures import Captioned, draw, split_generation
+from captioning.viz.gates import backbone_gates, plot_gates
+from captioning.viz.report import ReportRow, spread, write_report
+
+log = logging.getLogger(__name__)
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -100,20 +103,18 @@ def prepare(argv: Sequence[str]) -> None:
 
 # -- caption / visualize ------------------------------------------------------------------------------------------
 def caption_images(
-    module: CaptioningModule, paths: Sequence[str | Path], *, beam_size: int | None = None
-) -> list[tuple[str, list[str], torch.Tensor, np.ndarray]]:
-    """Captions image files; per image: (caption, words with <eos>, attention {name: (T, ...)}, resized RGB image)."""
+    module: CaptioningModule, paths: Sequence[str | Path], *, beam_size: int | None = None, batch_size: int = 32
+) -> list[Captioned]:
+    """Captions image files, ``batch_size`` at a time; per image its caption, words, attention and resized pixels."""
     side = module.hparams.image_size
-    transform = image_transform(side)
-    pictures = [load_image(p) for p in paths]  # raises a one-line error naming a missing or corrupt file
-    images = torch.stack([transform(p) for p in pictures]).to(module.device)  # (B, 3, H, W)
-    captions, generation = module.generate(images, beam_size=beam_size)
     out = []
-    for row, (picture, caption) in enumerate(zip(pictures, captions, strict=True)):
-        words = caption.split()
-        steps = min(len(words) + 1, generation.tokens.shape[1])  # the words and the <eos> step, if it was reached
-        attention = {name: weights[row, :steps] for name, weights in generation.attention.items()}
-        out.append((caption, [*words, "<eos>"][:steps], attention, np.asarray(picture.resize((side, side)))))
+    for first in range(0, len(paths), batch_size):
+        pictures = [load_image(p) for p in paths[first : first + batch_size]]  # a one-line error names a bad file
+        pixels = torch.stack([resize_image(p, side) for p in pictures])  # (B, 3, S, S) uint8
+        images = torch.stack([normalize_image(p) for p in pixels]).to(module.device)  # (B, 3, S, S)
+        with torch.no_grad():
+            captions, generation = module.generate(images, beam_size=beam_size)
+        out += split_generation(captions, generation, pixels.permute(0, 2, 3, 1).numpy())
     return out
 
 
@@ -127,31 +128,54 @@ def caption(argv: Sequence[str]) -> None:
     module = load_checkpoint(args.ckpt)
     results = caption_images(module, args.images, beam_size=args.beam_size)
     if args.json:
-        print(json.dumps([{"image": p, "caption": r[0]} for p, r in zip(args.images, results, strict=True)]))
+        print(json.dumps([{"image": p, "caption": r.caption} for p, r in zip(args.images, results, strict=True)]))
     else:
         for path, result in zip(args.images, results, strict=True):
-            print(f"{path}\t{result[0]}")
+            print(f"{path}\t{result.caption}")
 
 
 def visualize(argv: Sequence[str]) -> list[Path]:
-    parser = _parser("visualize", "Draw per-word spatial attention maps over images.")
+    parser = _parser(
+        "visualize",
+        "Draw, per image, each generated word over its spatial attention map (one row per attended layer) and, "
+        "for channel attention, the weights over words x channels; optionally the backbone's CBAM gates.",
+    )
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
     parser.add_argument("--beam-size", type=int, default=None, help="beams (default: the checkpoint's)")
     parser.add_argument("--out", required=True, type=Path, help="folder for the PNG figures")
+    parser.add_argument("--top-k", type=int, default=5, help="channels listed per word in the channel figure")
+    parser.add_argument(
+        "--gates",
+        nargs="+",
+        metavar="BLOCK",
+        help="also draw the CBAM/SE gates of these backbone blocks (e.g. layer1.0 layer4.1, or all)",
+    )
     args = parser.parse_args(argv)
     module = load_checkpoint(args.ckpt)
+    items = caption_images(module, args.images, beam_size=args.beam_size)
+    if not any(item.spatial or item.channel for item in items):
+        raise CaptioningError(f"{args.ckpt}: the model has no decoder attention to draw (attention none)")
+    gates = _gates(module, items, args.gates, args.ckpt) if args.gates else None
     written = []
-    for path, (text, words, attention, image) in zip(
-        args.images, caption_images(module, args.images, beam_size=args.beam_size), strict=True
-    ):
-        spatial = [name for name in attention if name.startswith("alpha")]
-        if not spatial:
-            raise CaptioningError(f"{args.ckpt}: the model has no spatial attention to draw (decoder attention none)")
-        alphas = attention[spatial[-1]]  # the highest attended layer, (T, N)
-        written.append(plot_word_attention(image, words, alphas, args.out / f"{Path(path).stem}_attention.png"))
-        print(f"{written[-1]}\t{text}")
+    for row, (path, item) in enumerate(zip(args.images, items, strict=True)):
+        stem = args.out / Path(path).stem
+        files = draw(item, stem, top_k=args.top_k)
+        if gates is not None:
+            files.append(plot_gates(item.pixels, gates, row, f"{stem}_gates.png"))
+        print("\t".join([str(path), item.caption, *map(str, files)]))
+        written += files
     return written
+
+
+def _gates(module: CaptioningModule, items: Sequence[Captioned], blocks: list[str], ckpt: str) -> dict:
+    """The backbone gates of ``blocks`` (``all``: every gated block) for the images the model saw."""
+    pixels = torch.from_numpy(np.stack([item.pixels for item in items])).permute(0, 3, 1, 2)  # (B, 3, S, S)
+    images = torch.stack([normalize_image(p) for p in pixels]).to(module.device)
+    try:
+        return backbone_gates(module.captioner.encoder, images, None if blocks == ["all"] else blocks)
+    except ValueError as e:
+        raise CaptioningError(f"{ckpt}: {e}") from e
 
 
 # -- train ----------------------------------------------------------------------------------------------------------
@@ -194,10 +218,13 @@ def run_evaluation(
     batch_size: int = 64,
     num_workers: int = 0,
     spice: bool = False,
+    report: bool = False,
+    report_max: int = 1000,
 ) -> dict[str, float]:
     """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json.
 
-    With ``spice``, SPICE is scored too where it can run (else skipped with one line).
+    With ``spice``, SPICE is scored too where it can run (else skipped with one line). With ``report``, also
+    ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images.
     """
     if split not in ("val", "test"):
         raise CaptioningError(f"--split must be val or test, not {split!r}")
@@ -234,8 +261,38 @@ def run_evaluation(
         _write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
         if module.last_grounding:
             _write_json(out / "grounding.json", module.last_grounding)
+        if report:
+            title = f"{Path(ckpt).name} on the {split} split of {data_root}"
+            print(f"wrote {split_report(module, data.records(split), out / 'report.html', title, report_max)}")
         return module.last_scores
     return {}  # other DDP ranks: rank 0 reports
+
+
+def split_report(
+    module: CaptioningModule, records: Sequence[CaptionRecord], path: Path, title: str, max_images: int
+) -> Path:
+    """The HTML report of the split ``module`` was just tested on: its scores, and the captions and attention of at
+    most ``max_images`` of its images (generated again, with the same decoding, for their attention maps)."""
+    per_image = module.last_per_image
+    shown = set(spread({i: s.get("CIDEr", 0.0) for i, s in per_image.items()}, max_images))
+    chosen = [r for r in records if r.image_id in shown]
+    items = caption_images(module, [r.path for r in chosen])
+    evaluated = {row["image_id"]: row["caption"] for row in module.last_results}
+    rows = [
+        ReportRow(r.image_id, Path(r.path).name, list(r.captions), per_image[r.image_id], item)
+        for r, item in zip(chosen, items, strict=True)
+    ]
+    # The same decoding on the same pixels gives the same captions on CPU (tested); on a GPU, other batch shapes can
+    # change the floating-point sums. Such a row keeps its evaluated caption and says what the re-run generated.
+    differ = [row for row in rows if row.item.caption != evaluated[row.image_id]]
+    for row in differ:
+        row.note = f"evaluated caption; the attention strip is from a re-run that generated: {row.item.caption}"
+        row.item.caption = evaluated[row.image_id]
+    if differ:
+        log.warning("%s: %d report captions differ from the evaluated ones", path, len(differ))
+    return write_report(
+        path, rows, module.last_scores, title=title, grounding=module.last_grounding, split_size=len(per_image)
+    )
 
 
 def grounding_targets(records: Sequence[CaptionRecord]) -> dict[int, GroundingTarget]:
@@ -262,6 +319,8 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--spice", action=argparse.BooleanOptionalAction, default=True, help=_SPICE_HELP)
+    parser.add_argument("--report", action="store_true", help="also write OUT/report.html (one self-contained page)")
+    parser.add_argument("--report-max", type=int, default=1000, help="images shown in the report at most")
     args = parser.parse_args(argv)
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     scores = run_evaluation(
@@ -279,6 +338,8 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         spice=args.spice,
+        report=args.report,
+        report_max=args.report_max,
     )
     if scores:
         print(json.dumps(scores, indent=2))

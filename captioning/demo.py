@@ -3,9 +3,10 @@
 Generates the data and its image cache if absent, trains the configured model and a *blind* twin (image features
 zeroed, same data, schedule and budget; its decoder attention is ``none``, since attention over an all-zero map
 carries nothing and SCA's per-word recomputation would double the demo's time for it), scores both on the test
-split (the model's attention grounding against the shapes' boxes too), scores the references against each other
-(each image's first reference against its other four), draws attention figures, captions one test image, and
-writes ``summary.md``. Every step is a public command of the package, called as a user would.
+split (the model's attention grounding against the shapes' boxes too, and the HTML report ``report.html``, with
+its screenshot ``report.png`` where Chromium is installed), scores the references against each other (each image's
+first reference against its other four), draws attention figures (with the backbone's CBAM gates), captions one
+test image, and writes ``summary.md``. Every step is a public command of the package, called as a user would.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from captioning.data.coco import read_coco_captions
 from captioning.data.shapes import generate_shapes
 from captioning.metrics import coco_scores
 from captioning.metrics.grounding import grounding_markdown
+from captioning.viz.report import find_browser, screenshot
 
 COLUMNS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -57,13 +59,14 @@ def main(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     if not (args.data / "captions_train.json").is_file():
         generate_shapes(args.data)
-    size = yaml.safe_load(Path(args.config).read_text())["data"]["image_size"]
+    config = yaml.safe_load(Path(args.config).read_text())
+    size = config["data"]["image_size"]
     cache = args.data / CACHE_FOLDER
     if not ImageCache.exists(cache, size):  # decoded once here, not once per epoch and model; the data module finds it
         ImageCache.build(sorted((args.data / "images").rglob("*.png")), cache, image_size=size, workers=2)
     out: Path = args.out
     best = commands.run_training([args.config], args.data, out / "main").best
-    model_scores = commands.run_evaluation(best, args.data, "test", out)
+    model_scores = commands.run_evaluation(best, args.data, "test", out, report=True)
     blind_args = ["--model.blind", "true", "--model.decoder.attention", "none"]
     blind = commands.run_training([args.config], args.data, out / "blind", blind_args).best
     blind_scores = commands.run_evaluation(blind, args.data, "test", out / "blind")
@@ -71,7 +74,13 @@ def main(argv: Sequence[str]) -> None:
     (out / "reference_agreement.json").write_text(json.dumps(agreement, indent=2) + "\n")
 
     tests = sorted((args.data / "images" / "test").glob("*.png"))[: args.figures]
-    commands.visualize([*map(str, tests), "--ckpt", str(best), "--out", str(out / "figures")])
+    gated = config["model"].get("encoder", {}).get("attention", "none") != "none"  # CBAM or SE gates to draw
+    figures = [*map(str, tests), "--ckpt", str(best), "--out", str(out / "figures")]
+    commands.visualize(figures + (["--gates", "all"] if gated else []))
+    if find_browser():  # a picture of the report page, as a browser shows it
+        print(f"wrote {screenshot(out / 'report.html', out / 'report.png')}")
+    else:
+        print(f"{out / 'report.html'}: no screenshot without Chromium (Debian/Ubuntu: apt-get install chromium)")
     table = summary_table({"model": model_scores, "blind (image zeroed)": blind_scores, "references": agreement})
     grounding_file = out / "grounding.json"
     if grounding_file.is_file():

@@ -1,6 +1,7 @@
 """End to end through the command line: prepare, fit (LightningCLI), checkpoint round trip, evaluate, caption,
 visualize, and one-line errors for user mistakes."""
 
+import html
 import json
 import subprocess
 import sys
@@ -13,9 +14,12 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 
 from captioning.cli import cli_main, main
+from captioning.commands import caption_images
+from captioning.commands import visualize as main_visualize
 from captioning.data.shapes import generate_shapes
 from captioning.metrics import coco_scores, spice_unavailable
 from captioning.module import load_checkpoint
+from captioning.viz.attention import word_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONING = [sys.executable, "-m", "captioning.cli"]
@@ -174,9 +178,43 @@ def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, ca
     main(["caption", str(photo), "--ckpt", ckpt, "--json", "--beam-size", "3"])
     assert json.loads(capsys.readouterr().out)[0]["image"] == str(photo)
 
-    main(["visualize", str(shape_image), "--ckpt", ckpt, "--out", str(tmp_path / "viz")])
-    figure = tmp_path / "viz" / f"{shape_image.stem}_attention.png"
-    assert Image.open(figure).size[0] > 300
+    written = main_visualize([str(shape_image), str(photo), "--ckpt", ckpt, "--out", str(tmp_path / "viz")])
+    assert [p.name for p in written] == [f"{shape_image.stem}_attention.png", "astronaut_attention.png"]
+    items = caption_images(load_checkpoint(ckpt), [shape_image, photo])
+    for png, item in zip(written, items, strict=True):
+        grid, _ = word_grid(len(item.words), 1, 9)
+        assert Image.open(png).size == grid.size_pixels  # the input panel and one panel per word
+        maps = item.attention["alpha"]  # (T, N): each word its own map (this barely trained model's are nearly flat;
+        assert (maps[1:] - maps[:1]).abs().max() > 1e-5  # test_viz shows that the panels draw each word's map)
+        assert torch.allclose(maps.sum(dim=1), torch.ones(len(item.words)))
+
+    gates = main_visualize(
+        [str(photo), "--ckpt", ckpt, "--out", str(tmp_path / "g"), "--gates", "layer1.0", "layer4.1"]
+    )
+    assert [p.name for p in gates] == ["astronaut_attention.png", "astronaut_gates.png"]
+    assert Image.open(gates[1]).size[0] > 200
+
+
+def test_evaluate_report_is_one_page_with_every_image(run, tmp_path):
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    common = ["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--report"]
+    main([*common, "--out", str(tmp_path / "all")])
+    page = (tmp_path / "all" / "report.html").read_text()
+    results = json.loads((tmp_path / "all" / "results.json").read_text())
+    scores = json.loads((tmp_path / "all" / "scores.json").read_text())
+    assert page.count('<tr><td class="num" data-value=') == 7
+    assert all(html.escape(r["caption"]) in page for r in results)
+    assert f"<td>{scores['CIDEr']:.3f}</td>" in page and "All 7 images of the split." in page
+    assert page.count("data:image/jpeg;base64,") == 14  # a picture and an attention strip per image
+    assert 'class="note"' not in page  # the report's re-run generated the evaluated captions
+
+    main([*common, "--out", str(tmp_path / "three"), "--report-max", "3"])  # worst, middle and best by CIDEr-D
+    per_image = json.loads((tmp_path / "three" / "per_image.json").read_text())
+    ranked = sorted(per_image, key=lambda i: (per_image[i]["CIDEr"], int(i)))
+    page = (tmp_path / "three" / "report.html").read_text()
+    shown = {i for i in per_image if f'<td class="num" data-value="{i}">' in page}
+    assert len(shown) == 3 and {ranked[0], ranked[-1]} <= shown
+    assert "3 of the split's 7 images" in page
 
 
 def _run_cli(*args):

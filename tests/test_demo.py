@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from captioning.cli import main
+from captioning.viz.report import find_browser
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,5 +20,8 @@ def test_demo_beats_the_blind_model_and_approaches_reference_agreement(tmp_path,
     references = json.loads((tmp_path / "demo" / "reference_agreement.json").read_text())["CIDEr"]
     assert model >= 3 * blind
     assert model >= 0.8 * references
-    assert len(list((tmp_path / "demo" / "figures").glob("*.png"))) == 2
+    figures = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "demo" / "figures").glob("*.png"))
+    assert figures == ["attention.png", "attention.png", "gates.png", "gates.png"]  # the shapes config has CBAM
+    assert (tmp_path / "demo" / "report.html").stat().st_size > 1_000_000  # 250 images with their attention
+    assert (tmp_path / "demo" / "report.png").is_file() == (find_browser() is not None)
     assert "caption of one test image" in capsys.readouterr().out

@@ -64,3 +64,11 @@ def resize_image(image: Image.Image, image_size: int) -> torch.Tensor:
 def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
     """(3, S, S) uint8 -> float (3, S, S) with torchvision's ImageNet statistics (what pretrained encoders expect)."""
     return v2.functional.normalize(pixels.float().div_(255.0), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def denormalize_images(images: torch.Tensor) -> np.ndarray:
+    """Normalized images (B, 3, H, W) -> (B, H, W, 3) uint8 RGB, as the model saw them (inverse of the above)."""
+    mean = images.new_tensor(IMAGENET_MEAN)[:, None, None]  # (3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD)[:, None, None]
+    pixels = ((images.float() * std + mean).clamp(0, 1) * 255).round().byte()  # (B, 3, H, W)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()

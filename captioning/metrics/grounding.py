@@ -243,22 +243,34 @@ def summarize(images: Mapping[int, ImageGrounding]) -> dict[str, float | None]:
     return out
 
 
-def grounding_markdown(grounding: Mapping[str, float | None]) -> str:
-    """A :func:`summarize` result as a markdown table: per attended layer, pointing-game accuracy and attention mass
-    in the named objects' boxes, against chance. One line instead when the model has no spatial attention."""
+GROUNDING_COLUMNS = ("attended layer", "pointing game", "attention mass in boxes", "chance (box area share)")
+
+
+def grounding_table(grounding: Mapping[str, float | None]) -> tuple[str, list[list[str]]]:
+    """A :func:`summarize` result as (one line of word counts, rows of ``GROUNDING_COLUMNS``): per attended layer,
+    pointing-game accuracy and attention mass in the named objects' boxes, against chance. No rows and a line that
+    says so when the model has no spatial attention."""
     layers = [key.removeprefix("pointing.") for key in grounding if key.startswith("pointing.")]
     if not layers:
-        return "Attention grounding: the model has no spatial attention to score.\n"
-    lines = [
+        return "Attention grounding: the model has no spatial attention to score.", []
+    intro = (
         f"Attention grounding ({grounding['object_words']:.0f} generated words naming an object in their image, "
-        f"{grounding['absent_object_words']:.0f} naming one that is not):",
-        "",
-        "| attended layer | pointing game | attention mass in boxes | chance (box area share) |",
-        "|---|---|---|---|",
-    ]
+        f"{grounding['absent_object_words']:.0f} naming one that is not):"
+    )
+    rows = []
     for layer in layers:
         cells = [grounding[f"{k}.{layer}"] for k in ("pointing", "mass", "area")]
-        lines.append(f"| {layer} | " + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+        rows.append([layer, *("-" if c is None else f"{c:.3f}" for c in cells)])
+    return intro, rows
+
+
+def grounding_markdown(grounding: Mapping[str, float | None]) -> str:
+    """:func:`grounding_table` as a line and a markdown table."""
+    intro, rows = grounding_table(grounding)
+    if not rows:
+        return intro + "\n"
+    lines = [intro, "", "| " + " | ".join(GROUNDING_COLUMNS) + " |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

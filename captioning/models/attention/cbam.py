@@ -27,11 +27,15 @@ class ChannelAttention(nn.Module):
         super().__init__()
         self.mlp = _mlp(channels, reduction)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> (B, C, H, W), x scaled by the channel gate."""
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> M_c (B, C) in (0, 1)."""
         avg = self.mlp(x.mean(dim=(2, 3)))  # (B, C)
         mx = self.mlp(x.amax(dim=(2, 3)))  # (B, C)
-        return x * torch.sigmoid(avg + mx)[:, :, None, None]
+        return torch.sigmoid(avg + mx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, H, W), x scaled by the channel gate."""
+        return x * self.gate(x)[:, :, None, None]
 
 
 class SpatialAttention(nn.Module):
@@ -44,10 +48,14 @@ class SpatialAttention(nn.Module):
         if zero_init:
             nn.init.zeros_(self.bn.weight)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> M_s (B, 1, H, W) in (0, 1)."""
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
+        return torch.sigmoid(self.bn(self.conv(pooled)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W), x scaled by the spatial gate."""
-        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
-        return x * torch.sigmoid(self.bn(self.conv(pooled)))  # gate (B, 1, H, W)
+        return x * self.gate(x)
 
 
 class CBAM(nn.Module):
@@ -70,9 +78,13 @@ class SE(nn.Module):
         super().__init__()
         self.mlp = _mlp(channels, reduction)
 
+    def gate(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> the channel gate (B, C) in (0, 1)."""
+        return torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
-        return x * torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))[:, :, None, None]
+        return x * self.gate(x)[:, :, None, None]
 
 
 def block_attention(kind: str, channels: int, *, reduction: int = 16) -> nn.Module:

@@ -1,0 +1,52 @@
+"""The notebooks run top to bottom on a fresh kernel, and are stored without outputs."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _execute(name: str, cwd: Path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+    return notebook
+
+
+def _text(notebook: nbformat.NotebookNode) -> str:
+    return json.dumps([cell.get("outputs", []) for cell in notebook.cells])
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebook_is_stored_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
+    assert not any(line.startswith(("class ", "def ")) for cell in code for line in cell.source.splitlines())
+
+
+def test_quickstart_trains_captions_evaluates_and_draws(tmp_path):
+    notebook = _execute("01_quickstart.ipynb", tmp_path)
+    out = tmp_path / "outputs" / "notebooks" / "01_quickstart"
+    assert (out / "run" / "checkpoints" / "best.ckpt").is_file()
+    scores = json.loads((out / "eval" / "scores.json").read_text())
+    assert scores["CIDEr"] > 0
+    assert (out / "eval" / "report.html").stat().st_size > 10_000
+    figures = list((out / "figures").glob("*_attention.png"))
+    assert len(figures) == 1
+    text = _text(notebook)
+    assert "image/png" in text and f"{scores['CIDEr']:.3f}" in text  # the figure and the scores are shown
+
+
+def test_attention_analysis_compares_variants_and_draws_them(tmp_path):
+    notebook = _execute("02_attention_analysis.ipynb", tmp_path)
+    out = tmp_path / "outputs" / "notebooks" / "02_attention_analysis"
+    table = (out / "runs" / "ablation.md").read_text().splitlines()
+    assert [line.split("|")[1].strip() for line in table[2:]] == ["none", "soft", "sca_cs"]
+    names = {p.name for p in (out / "figures").glob("*.png")}
+    assert {"gates.png"} <= names and sum(n.startswith("sca_cs_") for n in names) == 2  # spatial and channels
+    assert sum(n.startswith("soft_") for n in names) == 1
+    assert _text(notebook).count("image/png") >= 4
