@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check captioning tests benchmarks
-	$(BIN)/ruff format --check captioning tests benchmarks
+	$(BIN)/ruff check captioning tests benchmarks notebooks
+	$(BIN)/ruff format --check captioning tests benchmarks notebooks
 
 test: lint
 	$(BIN)/pytest -m "not slow" -q

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
+import yaml
 from PIL import Image
 
 from captioning.data.cache import CACHE_FOLDER, ImageCache
@@ -30,7 +31,7 @@ from captioning.metrics.grounding import GroundingTarget, grounding_markdown, sy
 from captioning.metrics.spice import fetch_spice_models
 from captioning.module import CaptioningModule, load_checkpoint
 from captioning.viz.figures import Captioned, draw, split_generation
-from captioning.viz.gates import backbone_gates, plot_gates
+from captioning.viz.gates import BlockGates, backbone_gates, plot_gates
 from captioning.viz.report import ReportRow, spread, write_report
 
 log = logging.getLogger(__name__)
@@ -152,14 +153,18 @@ def visualize(argv: Sequence[str]) -> list[Path]:
         help="also draw the CBAM/SE gates of these backbone blocks (e.g. layer1.0 layer4.1, or all)",
     )
     args = parser.parse_args(argv)
+    if args.top_k < 1:
+        parser.error(f"--top-k must be at least 1, not {args.top_k}")
+    if args.gates and "all" in args.gates and len(args.gates) > 1:
+        parser.error("--gates takes block names or all, not both")
     module = load_checkpoint(args.ckpt)
     items = caption_images(module, args.images, beam_size=args.beam_size)
-    if not any(item.spatial or item.channel for item in items):
+    if not args.gates and not any(item.spatial or item.channel for item in items):
         raise CaptioningError(f"{args.ckpt}: the model has no decoder attention to draw (attention none)")
     gates = _gates(module, items, args.gates, args.ckpt) if args.gates else None
     written = []
-    for row, (path, item) in enumerate(zip(args.images, items, strict=True)):
-        stem = args.out / Path(path).stem
+    for row, (path, stem, item) in enumerate(zip(args.images, figure_stems(args.images), items, strict=True)):
+        stem = args.out / stem
         files = draw(item, stem, top_k=args.top_k)
         if gates is not None:
             files.append(plot_gates(item.pixels, gates, row, f"{stem}_gates.png"))
@@ -168,14 +173,40 @@ def visualize(argv: Sequence[str]) -> list[Path]:
     return written
 
 
-def _gates(module: CaptioningModule, items: Sequence[Captioned], blocks: list[str], ckpt: str) -> dict:
-    """The backbone gates of ``blocks`` (``all``: every gated block) for the images the model saw."""
-    pixels = torch.from_numpy(np.stack([item.pixels for item in items])).permute(0, 3, 1, 2)  # (B, 3, S, S)
-    images = torch.stack([normalize_image(p) for p in pixels]).to(module.device)
-    try:
-        return backbone_gates(module.captioner.encoder, images, None if blocks == ["all"] else blocks)
-    except ValueError as e:
-        raise CaptioningError(f"{ckpt}: {e}") from e
+def figure_stems(paths: Sequence[str | Path]) -> list[str]:
+    """File-name stems for the figures of ``paths``: the image's stem, numbered where two images share one
+    (``a/cat.png`` and ``b/cat.jpg`` -> ``cat_1``, ``cat_2``), so no figure overwrites another."""
+    stems = [Path(p).stem for p in paths]
+    seen: dict[str, int] = {}
+    out = []
+    for stem in stems:
+        if stems.count(stem) > 1:
+            seen[stem] = seen.get(stem, 0) + 1
+            stem = f"{stem}_{seen[stem]}"
+        out.append(stem)
+    return out
+
+
+def _gates(
+    module: CaptioningModule, items: Sequence[Captioned], blocks: list[str], ckpt: str, batch_size: int = 32
+) -> dict[str, BlockGates]:
+    """The backbone gates of ``blocks`` (``all``: every gated block) for the images the model saw, ``batch_size``
+    images per encoder pass."""
+    parts = []
+    for first in range(0, len(items), batch_size):
+        pixels = np.stack([item.pixels for item in items[first : first + batch_size]])  # (B, S, S, 3)
+        images = torch.stack([normalize_image(p) for p in torch.from_numpy(pixels).permute(0, 3, 1, 2)])
+        try:
+            parts.append(backbone_gates(module.captioner.encoder, images.to(module.device), blocks))
+        except ValueError as e:
+            raise CaptioningError(f"{ckpt}: {e}") from e
+    return {
+        name: BlockGates(
+            torch.cat([part[name].channel for part in parts]),
+            None if parts[0][name].spatial is None else torch.cat([part[name].spatial for part in parts]),
+        )
+        for name in parts[0]
+    }
 
 
 # -- train ----------------------------------------------------------------------------------------------------------
@@ -220,11 +251,14 @@ def run_evaluation(
     spice: bool = False,
     report: bool = False,
     report_max: int = 1000,
+    layout: dict | None = None,
 ) -> dict[str, float]:
     """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json.
 
     With ``spice``, SPICE is scored too where it can run (else skipped with one line). With ``report``, also
-    ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images.
+    ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images. ``layout``: the data
+    module's file-layout settings (``annotations``, ``annotation_file``, ``image_dir``, ``coco_splits``,
+    ``merge_restval``); by default the ``coco`` layout that ``prepare shapes`` writes.
     """
     if split not in ("val", "test"):
         raise CaptioningError(f"--split must be val or test, not {split!r}")
@@ -239,6 +273,7 @@ def run_evaluation(
         batch_size=batch_size,
         num_workers=num_workers,
         vocabulary=module.vocab.words,
+        **(layout or {}),
     )
     trainer = pl.Trainer(
         accelerator="auto" if devices == 1 else "cpu",
@@ -253,7 +288,7 @@ def run_evaluation(
         categories = {box.category for target in targets.values() for box in target.boxes}
         module.evaluator.ground_on(targets, synonyms_for(categories))
     loader = data.val_dataloader() if split == "val" else data.test_dataloader()
-    trainer.test(module, dataloaders=loader, verbose=False)
+    trainer.test(module, dataloaders=loader, verbose=False)  # Lightning moves the module back to the CPU after it
     if trainer.is_global_zero:
         out = Path(out)
         _write_json(out / "results.json", module.last_results)
@@ -261,9 +296,11 @@ def run_evaluation(
         _write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
         if module.last_grounding:
             _write_json(out / "grounding.json", module.last_grounding)
-        if report:
+        if report:  # the report's re-run decodes on the device the evaluation used, with the same arithmetic
             title = f"{Path(ckpt).name} on the {split} split of {data_root}"
-            print(f"wrote {split_report(module, data.records(split), out / 'report.html', title, report_max)}")
+            device = trainer.strategy.root_device  # this process's device (rank 0's)
+            page = split_report(module.to(device), data.records(split), out / "report.html", title, report_max)
+            print(f"wrote {page}")
         return module.last_scores
     return {}  # other DDP ranks: rank 0 reports
 
@@ -305,10 +342,35 @@ def grounding_targets(records: Sequence[CaptionRecord]) -> dict[int, GroundingTa
     return targets
 
 
+LAYOUT_KEYS = ("annotations", "annotation_file", "image_dir", "coco_splits", "merge_restval")
+
+
+def data_layout(config: str | None, root: str | None, overrides: dict) -> tuple[str, dict]:
+    """The dataset folder and file layout for ``evaluate``: a config's ``data:`` section (e.g.
+    ``configs/data/flickr8k.yaml``; only its root and layout keys, the image size is the checkpoint's), then the
+    explicit ``root`` and ``overrides`` on top."""
+    section: dict = {}
+    if config:
+        try:
+            section = (yaml.safe_load(Path(config).read_text()) or {}).get("data") or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise CaptioningError(f"{config}: cannot read the data config ({e})") from e
+    layout = {k: v for k, v in section.items() if k in LAYOUT_KEYS}
+    layout |= {k: v for k, v in overrides.items() if v is not None}
+    root = root or section.get("root")
+    if not root:
+        raise CaptioningError("evaluate needs --data-root DIR (or a --data-config whose data section has a root)")
+    return str(root), layout
+
+
 def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser = _parser("evaluate", "Caption a split and score it with the COCO metrics.")
     parser.add_argument("--ckpt", required=True, help="checkpoint (.ckpt) written by fit")
-    parser.add_argument("--data-root", required=True, help="dataset folder (as for fit's --data.root)")
+    parser.add_argument("--data-root", help="dataset folder (as for fit's --data.root)")
+    parser.add_argument("--data-config", help="a config with the dataset's layout, e.g. configs/data/flickr8k.yaml")
+    parser.add_argument("--annotations", choices=["coco", "karpathy", "custom"], help="file layout (default coco)")
+    parser.add_argument("--annotation-file", help="karpathy: the split file; custom: captions.csv or .jsonl")
+    parser.add_argument("--image-dir", help="image folder inside the dataset folder (default images)")
     parser.add_argument("--split", choices=["val", "test"], default="test")
     parser.add_argument("--out", required=True, help="folder for results.json, scores.json, per_image.json")
     parser.add_argument("--beam-size", type=int, default=None, help="beams (default: the checkpoint's)")
@@ -322,10 +384,14 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--report", action="store_true", help="also write OUT/report.html (one self-contained page)")
     parser.add_argument("--report-max", type=int, default=1000, help="images shown in the report at most")
     args = parser.parse_args(argv)
+    if args.report_max < 1:
+        parser.error(f"--report-max must be at least 1, not {args.report_max}")
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    explicit = {"annotations": args.annotations, "annotation_file": args.annotation_file, "image_dir": args.image_dir}
+    root, layout = data_layout(args.data_config, args.data_root, explicit)
     scores = run_evaluation(
         args.ckpt,
-        args.data_root,
+        root,
         args.split,
         args.out,
         beam_size=args.beam_size,
@@ -340,6 +406,7 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
         spice=args.spice,
         report=args.report,
         report_max=args.report_max,
+        layout=layout,
     )
     if scores:
         print(json.dumps(scores, indent=2))

@@ -97,6 +97,25 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
         assert 0 <= grounding["pointing.soft"] <= 1 and 0 < grounding["area.soft"] < 1
 
 
+def test_evaluate_reads_the_karpathy_layout_by_flags_or_data_config(run, tmp_path):
+    """The shapes set also ships its split as a Karpathy file: the same test images and references, the same scores."""
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    common = ["evaluate", "--ckpt", ckpt, "--split", "test", "--no-spice"]
+    main([*common, "--data-root", str(run["shapes"]), "--out", str(tmp_path / "coco")])
+    karpathy = ["--annotations", "karpathy", "--annotation-file", "dataset_shapes.json"]
+    main([*common, "--data-root", str(run["shapes"]), *karpathy, "--out", str(tmp_path / "flags")])
+    config = tmp_path / "shapes_karpathy.yaml"
+    config.write_text(
+        f"data:\n  root: {run['shapes']}\n  annotations: karpathy\n  annotation_file: dataset_shapes.json\n"
+        "  batch_size: 2\n  image_size: 32\n"  # not layout keys: evaluate takes the checkpoint's image size
+    )
+    main([*common, "--data-config", str(config), "--out", str(tmp_path / "config")])
+    scores = [json.loads((tmp_path / d / "scores.json").read_text()) for d in ("coco", "flags", "config")]
+    assert scores[0] == scores[1] == scores[2]
+    result = _run_cli("evaluate", "--ckpt", ckpt, "--out", str(tmp_path / "none"))
+    assert result.returncode == 2 and "needs --data-root" in result.stderr
+
+
 def test_predict_writes_one_caption_per_test_image(run, tmp_path):
     args = ["predict", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(run["shapes"])]
     args += ["--ckpt_path", str(run["out"] / "ckpt" / "best.ckpt"), "--predictions.output", str(tmp_path / "p.json")]
@@ -187,6 +206,14 @@ def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, ca
         maps = item.attention["alpha"]  # (T, N): each word its own map (this barely trained model's are nearly flat;
         assert (maps[1:] - maps[:1]).abs().max() > 1e-5  # test_viz shows that the panels draw each word's map)
         assert torch.allclose(maps.sum(dim=1), torch.ones(len(item.words)))
+
+    twin = tmp_path / "other" / "astronaut.jpg"  # the same file name in another folder: its own figures
+    twin.parent.mkdir()
+    twin.write_bytes(photo.read_bytes())
+    pair = main_visualize([str(photo), str(twin), "--ckpt", ckpt, "--out", str(tmp_path / "pair")])
+    assert [p.name for p in pair] == ["astronaut_1_attention.png", "astronaut_2_attention.png"]
+    with pytest.raises(SystemExit):  # argparse: one line, exit 2
+        main_visualize([str(photo), "--ckpt", ckpt, "--out", str(tmp_path / "k"), "--top-k", "0"])
 
     gates = main_visualize(
         [str(photo), "--ckpt", ckpt, "--out", str(tmp_path / "g"), "--gates", "layer1.0", "layer4.1"]

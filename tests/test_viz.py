@@ -3,8 +3,8 @@
 import base64
 import html.parser
 import io
-import json
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -133,6 +133,9 @@ def test_spread_keeps_worst_and_best_evenly():
     scores = sorted(cider[i] for i in picked)
     assert scores[0] == min(cider.values()) and scores[-1] == max(cider.values())
     assert spread(cider, 500) == sorted(cider)
+    assert spread(cider, 1) == [min(cider, key=cider.get)]  # one image: the worst
+    with pytest.raises(ValueError, match="at least 1"):
+        spread(cider, 0)
 
 
 class _Page(html.parser.HTMLParser):
@@ -177,6 +180,7 @@ def test_report_page_holds_every_row_its_scores_and_images(tmp_path):
     strip = attention_strip(items[0], size=32)
     assert strip.shape == (2 * 32, len(items[0].words) * 32, 3)  # two layers x words
     rows[1].note = "a re-run said <this>"
+    del rows[2].scores["Bleu_4"]  # not measured for this image: an empty cell that sorts last
     scores = {"Bleu_1": 0.8, "Bleu_4": 0.3, "CIDEr": 1.25}
     grounding = {"pointing.x": 0.5, "mass.x": 0.4, "area.x": 0.2, "object_words": 4.0, "absent_object_words": 1.0}
     page = write_report(tmp_path / "r.html", rows, scores, title="t <1>", grounding=grounding, split_size=5)
@@ -194,8 +198,14 @@ def test_report_page_holds_every_row_its_scores_and_images(tmp_path):
     assert parsed.images[0] == (64, 64)  # the picture, then its strip of 64-pixel panels
     assert parsed.images[1] == (64 * len(items[0].words), 2 * 64)
     assert "addEventListener" in text and text.count('class="sortable"') == 4
-    json.dumps(text)  # one plain string: nothing binary or external
+    assert parsed.rows[2][5] == {"value": "", "text": "-"} and parsed.rows[0][5]["value"] == "0.100000"
     assert "http" not in text.replace("http-equiv", "")  # self-contained: nothing to fetch
+
+
+def dump_dom(page) -> str:
+    """The page's DOM after its scripts ran in headless Chromium."""
+    command = [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.resolve().as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 def _saturated_share(png) -> float:
@@ -214,8 +224,12 @@ def test_report_renders_with_its_images_in_headless_chromium(tmp_path):
     with torch.no_grad():
         captions, generation = module.generate(images)
     items = split_generation(captions, generation, pixels.numpy())
-    named = enumerate(zip(paths, items, strict=True))
-    rows = [ReportRow(i, path.name, ["a reference"], {"CIDEr": float(i)}, item) for i, (path, item) in named]
+    cider = [0.5, 0.1, 0.4, 0.2, 0.9, 0.3]
+    bleu = [0.2, None, 0.2, 0.3, 0.1, 0.2]  # image 1 has no BLEU-4
+    rows = [
+        ReportRow(i, path.name, ["a reference"], {"CIDEr": c} | ({"Bleu_4": b} if b is not None else {}), item)
+        for i, (path, item, c, b) in enumerate(zip(paths, items, cider, bleu, strict=True))
+    ]
     page = write_report(tmp_path / "report.html", rows, {"CIDEr": 1.0}, title="screenshot test")
     shot = screenshot(page, tmp_path / "report.png", width=1200, height=1000)
     assert Image.open(shot).size == (1200, 1000)
@@ -224,3 +238,12 @@ def test_report_renders_with_its_images_in_headless_chromium(tmp_path):
     bare.write_text(re.sub(r'src="data:[^"]*"', 'src=""', page.read_text()))
     bare_shot = screenshot(bare, tmp_path / "bare.png", width=1200, height=1000)
     assert _saturated_share(shot) > 0.03 and _saturated_share(bare_shot) < 0.002
+
+    # the sort script, run by the browser: click CIDEr-D twice (descending), then BLEU-4 once (ascending)
+    clicks = """<script>var th = document.querySelectorAll("#images th.sortable");
+    th[2].click(); th[2].click(); th[3].click();</script></body>"""
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.read_text().replace("</body>", clicks))
+    dom = dump_dom(clicked)
+    order = [int(i) for i in re.findall(r'<tr><td class="num" data-value="(\d+)">', dom)]
+    assert order == [4, 0, 2, 5, 3, 1]  # BLEU-4 ascending, the image without one last; CIDEr-D descending breaks ties

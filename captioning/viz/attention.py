@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 
 from captioning.viz import save_figure
 
@@ -120,7 +120,7 @@ def plot_word_attention(
         if len(words) != alphas.shape[0]:
             raise ValueError(f"{len(words)} words but {alphas.shape[0]} attention maps for {name}")
     grid, places = word_grid(len(words), len(maps), columns)
-    fig = plt.figure(figsize=grid.size_inches, dpi=DPI)
+    fig = Figure(figsize=grid.size_inches, dpi=DPI)
     for block in range(0, grid.rows, len(maps)):
         for layer, name in enumerate(maps):
             ax = fig.add_axes(grid.rect(block + layer, 0))

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import torch
+from matplotlib.figure import Figure
 
 from captioning.viz import save_figure
 
@@ -35,7 +35,8 @@ def plot_channel_attention(
     if not betas:
         raise ValueError("no channel attention weights to draw")
     height = 1.2 + 0.22 * len(words)
-    fig, axes = plt.subplots(len(betas), 2, figsize=(13, height * len(betas)), squeeze=False, dpi=80)
+    fig = Figure(figsize=(13, height * len(betas)), dpi=80)
+    axes = fig.subplots(len(betas), 2, squeeze=False)
     for (left, right), (name, weights) in zip(axes, betas.items(), strict=True):
         if len(words) != weights.shape[0]:
             raise ValueError(f"{len(words)} words but {weights.shape[0]} channel weights for {name}")

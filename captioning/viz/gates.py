@@ -7,14 +7,14 @@ forward pass of the encoder (with SCA, the last block's gates also change per wo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 from captioning.models.attention.cbam import CBAM, SE
@@ -39,13 +39,16 @@ def gated_blocks(backbone: nn.Module) -> dict[str, CBAM | SE]:
     }
 
 
-def backbone_gates(encoder: Encoder, images: torch.Tensor, blocks: Sequence[str] | None = None) -> dict:
+def backbone_gates(
+    encoder: Encoder, images: torch.Tensor, blocks: Sequence[str] | None = None
+) -> dict[str, BlockGates]:
     """Runs the encoder on images (B, 3, H, W) and returns {block name: :class:`BlockGates`} for ``blocks``
-    (default: every gated block), in network order. Forward hooks read each gate from its module's own input."""
+    (default, or ``["all"]``: every gated block), in network order. Forward hooks read each gate from its module's
+    own input."""
     available = gated_blocks(encoder.backbone)
     if not available:
         raise ValueError("the backbone has no CBAM or SE blocks (encoder attention none)")
-    chosen = list(available) if blocks is None else list(blocks)
+    chosen = list(available) if blocks is None or list(blocks) == ["all"] else list(blocks)
     unknown = [name for name in chosen if name not in available]
     if unknown:
         raise ValueError(f"no CBAM/SE block named {unknown}; the gated blocks are {list(available)}")
@@ -70,7 +73,7 @@ def backbone_gates(encoder: Encoder, images: torch.Tensor, blocks: Sequence[str]
     }
 
 
-def _recorder(store: dict, key: str):
+def _recorder(store: dict, key: str) -> Callable[[nn.Module, tuple[torch.Tensor], torch.Tensor], None]:
     def hook(module: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
         store[key] = module.gate(inputs[0]).detach()  # (B, C) or (B, 1, h, w)
 
@@ -80,7 +83,8 @@ def _recorder(store: dict, key: str):
 def plot_gates(image: np.ndarray, gates: dict[str, BlockGates], row: int, path: str | Path) -> Path:
     """Writes a PNG for image ``row`` of the batch: per block a column, its spatial gate over the image (bilinearly
     upsampled, colors stretched to the gate's range) above its channel gate (C values, in channel order)."""
-    fig, axes = plt.subplots(2, len(gates), figsize=(2.2 * len(gates), 3.6), squeeze=False, dpi=80)
+    fig = Figure(figsize=(2.2 * len(gates), 3.6), dpi=80)
+    axes = fig.subplots(2, len(gates), squeeze=False)
     for (top, bottom), (name, gate) in zip(axes.T, gates.items(), strict=True):
         top.imshow(image)
         if gate.spatial is not None:

@@ -60,10 +60,12 @@ class ReportRow:
 def spread(cider: Mapping[int, float], limit: int) -> list[int]:
     """At most ``limit`` image ids, evenly spaced over the ranking by per-image CIDEr-D (worst and best kept), in
     image-id order."""
+    if limit < 1:
+        raise ValueError(f"a report shows at least 1 image, not {limit}")
     if len(cider) <= limit:
         return sorted(cider)
     ranked = sorted(cider, key=lambda i: (cider[i], i))
-    picks = {round(i) for i in np.linspace(0, len(ranked) - 1, max(limit, 2))}
+    picks = {round(i) for i in np.linspace(0, len(ranked) - 1, limit)}  # limit 1: the worst image
     return sorted(ranked[i] for i in picks)
 
 
@@ -104,15 +106,19 @@ def _grounding_table(grounding: Mapping[str, float | None]) -> str:
     return f"<h2>Attention grounding</h2><p>{html.escape(intro)}</p>{table}"
 
 
+def _score_cell(value: float | None) -> str:
+    """A sortable number cell; a missing or NaN score is empty and sorts last."""
+    if value is None or value != value:
+        return '<td class="num" data-value="">-</td>'
+    return f'<td class="num" data-value="{value:.6f}">{value:.3f}</td>'
+
+
 def _row_html(row: ReportRow, columns: Sequence[str]) -> str:
     item = row.item
     side = min(2 * THUMB, item.pixels.shape[0])
     picture = np.asarray(Image.fromarray(item.pixels).resize((side, side), Image.Resampling.BILINEAR))
     references = "".join(f"<li>{html.escape(r)}</li>" for r in row.references)
-    scores = "".join(
-        f'<td class="num" data-value="{row.scores.get(k, float("nan")):.6f}">{row.scores.get(k, float("nan")):.3f}</td>'
-        for k in columns
-    )
+    scores = "".join(_score_cell(row.scores.get(k)) for k in columns)
     note = f'<div class="note">{html.escape(row.note)}</div>' if row.note else ""
     strip = attention_strip(item)
     if strip is None:
@@ -150,6 +156,7 @@ ul { margin: 0; padding-left: 1.2em; font-size: 90%; }
 """
 
 # Sorts the image table by the clicked column: numbers by value, text alphabetically; a second click reverses.
+# Empty number cells (a score that was not measured) stay last in both directions.
 SCRIPT = """
 document.querySelectorAll("#images th.sortable").forEach(function (th) {
   th.addEventListener("click", function () {
@@ -161,8 +168,12 @@ document.querySelectorAll("#images th.sortable").forEach(function (th) {
     var rows = Array.prototype.slice.call(body.rows);
     rows.sort(function (a, b) {
       var x = a.cells[index].dataset.value, y = b.cells[index].dataset.value;
-      var order = numeric ? parseFloat(x) - parseFloat(y) : x.localeCompare(y);
-      return up ? order : -order;
+      if (numeric) {
+        var p = parseFloat(x), q = parseFloat(y);
+        if (isNaN(p) || isNaN(q)) { return isNaN(p) - isNaN(q); }
+        return up ? p - q : q - p;
+      }
+      return up ? x.localeCompare(y) : y.localeCompare(x);
     });
     rows.forEach(function (row) { body.appendChild(row); });
   });
