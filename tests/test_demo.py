@@ -1,4 +1,5 @@
-"""The demo's acceptance bars, on a full-size run (9 to 20 minutes on 2 cores, by machine): `make test-slow`."""
+"""The demo's acceptance bars (captions, and attention grounding at least 2x chance) on a full-size run: 9 to 20
+minutes on 2 cores, by machine (`make test-slow`)."""
 
 import json
 from pathlib import Path
@@ -20,6 +21,9 @@ def test_demo_beats_the_blind_model_and_approaches_reference_agreement(tmp_path,
     references = json.loads((tmp_path / "demo" / "reference_agreement.json").read_text())["CIDEr"]
     assert model >= 3 * blind
     assert model >= 0.8 * references
+    grounding = json.loads((tmp_path / "demo" / "grounding.json").read_text())
+    layers = [k.removeprefix("pointing.") for k in grounding if k.startswith("pointing.")]
+    assert layers and all(grounding[f"pointing.{k}"] >= 2 * grounding[f"area.{k}"] for k in layers)  # 3.7x here
     figures = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "demo" / "figures").glob("*.png"))
     assert figures == ["attention.png", "attention.png", "gates.png", "gates.png"]  # the shapes config has CBAM
     assert (tmp_path / "demo" / "report.html").stat().st_size > 1_000_000  # 250 images with their attention
