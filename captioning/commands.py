@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,7 @@ def caption_images(
     for first in range(0, len(paths), batch_size):
         pictures = [load_image(p) for p in paths[first : first + batch_size]]  # a one-line error names a bad file
         pixels = torch.stack([resize_image(p, side) for p in pictures])  # (B, 3, S, S) uint8
-        images = torch.stack([normalize_image(p) for p in pixels]).to(module.device)  # (B, 3, S, S)
+        images = normalize_image(pixels).to(module.device)  # (B, 3, S, S) float
         with torch.no_grad():
             captions, generation = module.generate(images, beam_size=beam_size)
         out += split_generation(captions, generation, pixels.permute(0, 2, 3, 1).numpy())
@@ -177,10 +178,11 @@ def figure_stems(paths: Sequence[str | Path]) -> list[str]:
     """File-name stems for the figures of ``paths``: the image's stem, numbered where two images share one
     (``a/cat.png`` and ``b/cat.jpg`` -> ``cat_1``, ``cat_2``), so no figure overwrites another."""
     stems = [Path(p).stem for p in paths]
+    counts = Counter(stems)
     seen: dict[str, int] = {}
     out = []
     for stem in stems:
-        if stems.count(stem) > 1:
+        if counts[stem] > 1:
             seen[stem] = seen.get(stem, 0) + 1
             stem = f"{stem}_{seen[stem]}"
         out.append(stem)
@@ -195,7 +197,7 @@ def _gates(
     parts = []
     for first in range(0, len(items), batch_size):
         pixels = np.stack([item.pixels for item in items[first : first + batch_size]])  # (B, S, S, 3)
-        images = torch.stack([normalize_image(p) for p in torch.from_numpy(pixels).permute(0, 3, 1, 2)])
+        images = normalize_image(torch.from_numpy(pixels).permute(0, 3, 1, 2))  # (B, 3, S, S) float
         try:
             parts.append(backbone_gates(module.captioner.encoder, images.to(module.device), blocks))
         except ValueError as e:

@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> None:
     (out / "reference_agreement.json").write_text(json.dumps(agreement, indent=2) + "\n")
 
     tests = sorted((args.data / "images" / "test").glob("*.png"))[: args.figures]
-    gated = config["model"].get("encoder", {}).get("attention", "none") != "none"  # CBAM or SE gates to draw
+    gated = config.get("model", {}).get("encoder", {}).get("attention", "none") != "none"  # CBAM or SE gates to draw
     figures = [*map(str, tests), "--ckpt", str(best), "--out", str(out / "figures")]
     commands.visualize(figures + (["--gates", "all"] if gated else []))
     if find_browser():  # a picture of the report page, as a browser shows it

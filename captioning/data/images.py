@@ -62,7 +62,8 @@ def resize_image(image: Image.Image, image_size: int) -> torch.Tensor:
 
 
 def normalize_image(pixels: torch.Tensor) -> torch.Tensor:
-    """(3, S, S) uint8 -> float (3, S, S) with torchvision's ImageNet statistics (what pretrained encoders expect)."""
+    """(..., 3, S, S) uint8 -> float, same shape, with torchvision's ImageNet statistics (what pretrained encoders
+    expect); one image or a batch."""
     return v2.functional.normalize(pixels.float().div_(255.0), IMAGENET_MEAN, IMAGENET_STD)
 
 
