@@ -136,7 +136,8 @@ class CaptioningModule(pl.LightningModule):
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
         inputs, targets = batch.tokens[:, :-1], batch.tokens[:, 1:]  # (B, T) each
         sample_prob = self.scheduled_sample_prob() if self.training else 0.0
-        logits, weights = self.captioner(batch.images, inputs, sample_prob=sample_prob)  # (B, T, V), {name: ...}
+        lengths = (targets != self.vocab.pad).sum(dim=1)  # (B,): steps up to the end token; the padding is not run
+        logits, weights = self.captioner(batch.images, inputs, lengths=lengths, sample_prob=sample_prob)  # (B, T, V)
         alphas = [w for name, w in weights.items() if name.startswith("alpha")]  # spatial maps (B, T, N)
         return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
 

@@ -1,5 +1,7 @@
 """The captioner: shapes, gradients, the loss mask, and decoding (beam search, greedy) on tiny tensors."""
 
+from copy import deepcopy
+
 import pytest
 import torch
 from conftest import WORDS, tiny_batch, tiny_module
@@ -166,3 +168,36 @@ def test_scheduled_sampling_feeds_model_words_after_the_first_step():
     sampled, _ = module.captioner(batch.images, inputs, sample_prob=1.0)
     torch.testing.assert_close(sampled[:, 0], reference[:, 0])  # the first input is always <bos>
     assert not torch.allclose(sampled[:, 1:], reference[:, 1:])
+
+
+@pytest.mark.parametrize("attention", ["soft", "sca"])
+def test_rows_that_ended_are_not_run_and_the_others_are_unchanged(attention):
+    """``lengths``: each row's own steps equal the full run's (outputs and gradients); after its end, zeros."""
+    module = tiny_module(attention)
+    batch = tiny_batch(2)
+    g = torch.Generator().manual_seed(5)
+    inputs = torch.randint(4, len(WORDS), (4, 6), generator=g)  # 2 images x 2 captions, image-major
+    lengths = torch.tensor([4, 6, 2, 5])  # unsorted on purpose
+    valid = torch.arange(6)[None, :] < lengths[:, None]  # (4, 6)
+    upstream = torch.randn(4, 6, len(WORDS), generator=g) * valid[..., None]  # a loss that reads real steps only
+
+    def run(**kwargs):
+        copy = deepcopy(module)  # training mode: each run moves the BN running statistics that the lifts read
+        logits, weights = copy.captioner(batch.images, inputs, **kwargs)
+        (logits * upstream).sum().backward()
+        return logits.detach(), weights, {n: p.grad for n, p in copy.named_parameters()}
+
+    full_logits, full_weights, full_grads = run()
+    logits, weights, grads = run(lengths=lengths)
+    torch.testing.assert_close(logits[valid], full_logits[valid])
+    assert (logits[~valid] == 0).all()
+    assert weights.keys() == full_weights.keys() and weights
+    for name, value in weights.items():
+        torch.testing.assert_close(value[valid], full_weights[name][valid])
+        assert (value[~valid] == 0).all()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    short, _ = deepcopy(module).captioner(
+        batch.images, inputs, lengths=torch.tensor([3, 2, 1, 3])
+    )  # steps 3..5 never run
+    assert short.shape == (4, 6, len(WORDS)) and (short[:, 3:] == 0).all()

@@ -124,6 +124,29 @@ def test_training_updates_the_last_blocks_bn_statistics_once_per_image_not_per_w
     )
     pooled = F.normalize(plain.mean(dim=(2, 3)), dim=1) * plain.shape[1] ** 0.5
     torch.testing.assert_close(memory["pooled"], pooled)  # training mode: the backbone's own BN, batch statistics
-    block.bn2.running_mean.copy_(after_prepare)
+    statistics = {name: value.clone() for name, value in block.named_buffers()}  # CBAM's spatial-gate BN too
+    assert "attention.spatial.bn.running_var" in statistics
     sca(memory, torch.randn(4, D), encoder)  # one word
-    torch.testing.assert_close(block.bn2.running_mean, after_prepare)  # lifts use, never move, the statistics
+    for name, value in block.named_buffers():  # lifts use, never move, the statistics
+        torch.testing.assert_close(value, statistics[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("depth", [18, 50])
+def test_rows_of_a_word_are_independent_while_training(depth):
+    """In training mode too, a row's recomputed layers never see the other rows (no BN batch statistics in the
+    lifts: the block's BNs and its CBAM spatial gate's BN use their running statistics)."""
+    encoder, sca = _setup(depth)
+    spatial_bn = encoder.backbone.layer4[-1].attention.spatial.bn
+    torch.nn.init.ones_(spatial_bn.weight)  # zero-initialized, the gate would ignore its statistics
+    images, hidden = torch.randn(4, 3, 64, 64), torch.randn(4, D)
+    with torch.no_grad():
+        memory = sca.prepare(encoder, images)  # eval mode: per image
+        encoder.train()
+        sca.train()
+        batched, weights = sca(memory, hidden, encoder)
+        for i in range(4):
+            alone, single = sca({k: v[i : i + 1] for k, v in memory.items()}, hidden[i : i + 1], encoder)
+            torch.testing.assert_close(batched[i : i + 1], alone)
+            for name in weights:
+                torch.testing.assert_close(weights[name][i : i + 1], single[name])
+    assert spatial_bn.training  # the lift put the module's mode back

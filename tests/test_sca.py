@@ -4,7 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from captioning.models.attention.sca import ChannelSCA, SCAttention, SpatialSCA, sca_attention
+from captioning.models.attention import sca as sca_module
+from captioning.models.attention.sca import ChannelSCA, SCAttention, SpatialSCA, channel_scores, sca_attention
 
 B, C, H, W, D, K = 4, 8, 3, 3, 5, 6
 ORDERS = ["cs", "sc", "c", "s"]
@@ -142,3 +143,39 @@ def test_unknown_order_raises() -> None:
         sca_attention("spatial", C, D, attn_dim=K)
     with pytest.raises(ValueError, match="unknown SCA order"):
         SCAttention(C, D, order="x")  # type: ignore[arg-type]
+
+
+def plain_channel_scores(pooled, weight, shift, score):
+    """SCA-CNN eq. 6-7 as written: sum_k u_k tanh(v_c w_k + e_k), (B, C, k) under plain autograd."""
+    return torch.tanh(pooled[:, :, None] * weight + shift[:, None, :]) @ score  # (B, C)
+
+
+def channel_inputs(rows: int, channels: int, k: int, dtype=torch.float64) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    shapes = [(rows, channels), (k,), (rows, k), (k,)]
+    return [torch.randn(shape, generator=g, dtype=dtype).requires_grad_() for shape in shapes]
+
+
+def test_fused_channel_scores_equal_the_equation_with_its_gradients() -> None:
+    """The sigmoid rewrite and the hand-written backward pass against eq. 6-7 as written, in float64."""
+    args = channel_inputs(3, 5, 4)
+    torch.testing.assert_close(channel_scores(*args), plain_channel_scores(*args), rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(channel_scores, args)
+    upstream = torch.randn(3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    fused = torch.autograd.grad(channel_scores(*args), args, upstream)
+    plain = torch.autograd.grad(plain_channel_scores(*args), args, upstream)
+    for name, a, b in zip(("pooled", "weight", "shift", "score"), fused, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("block_elements", [1, 7 * 4 * 3, 1 << 16])  # one channel per block, uneven blocks, one block
+def test_channel_scores_without_gradients_go_over_blocks_of_channels(monkeypatch, block_elements: int) -> None:
+    """Decoding's path (no autograd, blocks of channels) equals the training path, for any block size."""
+    monkeypatch.setattr(sca_module, "BLOCK_ELEMENTS", block_elements)
+    args = channel_inputs(7, 10, 4, dtype=torch.float32)
+    with_grad = channel_scores(*args)
+    assert with_grad.grad_fn is not None
+    with torch.no_grad():
+        blocked = channel_scores(*args)
+    torch.testing.assert_close(blocked, with_grad.detach(), rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(blocked, plain_channel_scores(*args).detach(), rtol=1e-5, atol=1e-5)

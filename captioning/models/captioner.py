@@ -127,31 +127,82 @@ class Captioner(nn.Module):
         return self.decoder.step(tokens, state, memory, self.encoder)
 
     def forward(
-        self, images: torch.Tensor, tokens: torch.Tensor, *, sample_prob: float = 0.0
+        self,
+        images: torch.Tensor,
+        tokens: torch.Tensor,
+        *,
+        lengths: torch.Tensor | None = None,
+        sample_prob: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Teacher forcing: images (B, 3, H, W), input tokens (B*R, T) -> logits (B*R, T, V) and attention
         weights by name, each stacked over steps: (B*R, T, ...).
 
         R >= 1 captions per image, image-major: each image is encoded once and its memory repeated R times.
+        ``lengths`` (B*R,): each row's number of real steps. Then the decoder runs, at step t, only the rows still
+        going (t < length), as in the common Show-Attend-Tell PyTorch port (its ``decode_lengths``); their logits
+        and weights after their end are zeros, which a loss that ignores padding never reads. Each row's own
+        positions are computed as without ``lengths``: the steps are row-wise, with BN on running statistics in the
+        recomputed layers. On the shapes captions a third of the (row, step) pairs of a batch are padding, and every
+        step of SCA-CNN recomputes a CNN layer for every row it runs.
         ``sample_prob``: scheduled sampling (Bengio et al. 2015, arXiv 1506.03099): from the second step on, each
         row's input word is, with this probability, drawn from the model's previous output distribution instead of
         the reference word (no gradient through the draw).
         """
-        repeats, remainder = divmod(tokens.shape[0], images.shape[0])
+        rows, steps = tokens.shape
+        repeats, remainder = divmod(rows, images.shape[0])
         if remainder or not repeats:
-            raise ValueError(f"{tokens.shape[0]} captions do not split evenly over {images.shape[0]} images")
+            raise ValueError(f"{rows} captions do not split evenly over {images.shape[0]} images")
         memory = self.encode(images)
         if repeats > 1:
             memory = {name: value.repeat_interleave(repeats, dim=0) for name, value in memory.items()}  # (B*R, ...)
+        if lengths is None:
+            return self._teacher_force(tokens, memory, [rows] * steps, sample_prob)
+        order = torch.argsort(lengths, descending=True, stable=True)  # longest first: running rows are a prefix
+        running = (lengths[None, :] > torch.arange(steps, device=lengths.device)[:, None]).sum(dim=1)  # (T,)
+        logits, weights = self._teacher_force(
+            tokens[order], {name: value[order] for name, value in memory.items()}, running.tolist(), sample_prob
+        )
+        restore = torch.argsort(order)  # back to the caller's row order
+        return logits[restore], {name: value[restore] for name, value in weights.items()}
+
+    def _teacher_force(
+        self, tokens: torch.Tensor, memory: Memory, running: list[int], sample_prob: float
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The decoder over tokens (R, T), step t on the first ``running[t]`` rows only (non-increasing counts);
+        rows past their count get zero logits and weights. -> logits (R, T, V), weights {name: (R, T, ...)}."""
+        rows, steps = tokens.shape
+        running = [active for active in running if active]  # steps after every row has ended are not run
+        if not running:
+            raise ValueError("every caption has length 0: nothing to decode")
         state = self.init_state(memory)
-        logits, weights = [], []
-        for t in range(tokens.shape[1]):
-            word = tokens[:, t]  # (B*R,)
+        logits: list[torch.Tensor] = []
+        weights: list[dict[str, torch.Tensor]] = []
+        for t, active in enumerate(running):
+            state = (state[0][:active], state[1][:active])  # (n_t, D): the rows that ended are dropped for good
+            word = tokens[:active, t]  # (n_t,)
             if sample_prob > 0 and t > 0:
-                drawn = torch.multinomial(F.softmax(logits[-1].detach().float(), dim=-1), 1).squeeze(1)  # (B*R,)
+                previous = logits[-1][:active].detach().float()  # (n_t, V)
+                drawn = torch.multinomial(F.softmax(previous, dim=-1), 1).squeeze(1)  # (n_t,)
                 word = torch.where(torch.rand(word.shape, device=word.device) < sample_prob, drawn, word)
-            step_logits, state, step_weights = self.step(word, state, memory)
-            logits.append(step_logits)
-            weights.append(step_weights)
-        stacked = {name: torch.stack([w[name] for w in weights], dim=1) for name in weights[0]}  # (B*R, T, ...)
-        return torch.stack(logits, dim=1), stacked  # (B*R, T, V)
+            now = {name: value[:active] for name, value in memory.items()}
+            step_logits, state, step_weights = self.step(word, state, now)  # (n_t, V), ..., {name: (n_t, ...)}
+            logits.append(_pad_rows(step_logits, rows))
+            weights.append({name: _pad_rows(value, rows) for name, value in step_weights.items()})
+        stacked = {name: _pad_steps([w[name] for w in weights], steps) for name in weights[0]}  # (R, T, ...)
+        return _pad_steps(logits, steps), stacked  # (R, T, V)
+
+
+def _pad_steps(per_step: list[torch.Tensor], steps: int) -> torch.Tensor:
+    """[(R, ...)] * n -> (R, steps, ...), zeros after the n computed steps."""
+    stacked = torch.stack(per_step, dim=1)  # (R, n, ...)
+    if stacked.shape[1] == steps:
+        return stacked
+    missing = stacked.new_zeros((stacked.shape[0], steps - stacked.shape[1], *stacked.shape[2:]))
+    return torch.cat([stacked, missing], dim=1)
+
+
+def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """(n, ...) -> (rows, ...) with zero rows appended (a no-op when n == rows)."""
+    if x.shape[0] == rows:
+        return x
+    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])

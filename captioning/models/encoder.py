@@ -23,8 +23,9 @@ conv5_4, so its default pair is the analogous conv5_2, conv5_3. A third attended
 conv5_1 (VGG-16). VGG has no shortcut, so ``lift`` ignores ``block_input``.
 
 ``lift`` pushes a (possibly attended) map one level up, batched over every row it is given (images x beams).
-In the per-word lifts BN always uses its running statistics, so a recomputation never normalizes with the
-statistics of attended maps and each row stays independent of the others (the official code's Caffe ResNet has
+In the per-word lifts BN always uses its running statistics (the block's own BNs and the BN of its CBAM spatial
+gate), so a recomputation never normalizes with the statistics of attended maps, never updates the running
+statistics, and each row stays independent of the others, in training too (the official code's Caffe ResNet has
 fixed BN scale layers too). The once-per-image un-attended pass (``encode_levels``) runs BN as the module does:
 batch statistics while training, which also keeps the running statistics current. Without that, a backbone trained
 from scratch would never update the running statistics of the layers above the lowest attended map, and every lift
@@ -33,6 +34,8 @@ would normalize with their initial values (mean 0, variance 1). In eval mode bot
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import Literal
 
 import torch
@@ -208,7 +211,10 @@ class ResNetEncoder(Encoder):
         if level == 1:
             conv, bn = (block.conv3, block.bn3) if isinstance(block, Bottleneck) else (block.conv2, block.bn2)
             shortcut = block_input if block.downsample is None else block.downsample(block_input)
-            return block.relu(block.attention(_bn(bn, conv(x), batch_stats)) + shortcut)  # (R, C, h, w)
+            out = _bn(bn, conv(x), batch_stats)  # (R, C, h, w)
+            with nullcontext() if batch_stats else _running_statistics(block.attention):  # CBAM's spatial-gate BN
+                out = block.attention(out)  # (R, C, h, w)
+            return block.relu(out + shortcut)  # (R, C, h, w)
         raise ValueError(f"level must be 0 or 1, got {level}")
 
 
@@ -290,6 +296,20 @@ class VGGEncoder(Encoder):
         for layer in self.backbone.features[self.starts[level + 1] : stop]:
             x = _bn(layer, x, batch_stats) if isinstance(layer, nn.BatchNorm2d) else layer(x)  # (R, C, h, w)
         return x
+
+
+@contextmanager
+def _running_statistics(module: nn.Module) -> Iterator[None]:
+    """Every BN inside ``module`` normalizes with its running statistics, and leaves them as they are, while the
+    block runs (its train/eval flags are put back after): the per-word lifts of a backbone attention module."""
+    training = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    for m in training:
+        m.train(False)
+    try:
+        yield
+    finally:
+        for m in training:
+            m.train(True)
 
 
 def _bn(bn: nn.BatchNorm2d, x: torch.Tensor, batch_stats: bool) -> torch.Tensor:
