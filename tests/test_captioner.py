@@ -197,7 +197,27 @@ def test_rows_that_ended_are_not_run_and_the_others_are_unchanged(attention):
         assert (value[~valid] == 0).all()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
-    short, _ = deepcopy(module).captioner(
-        batch.images, inputs, lengths=torch.tensor([3, 2, 1, 3])
-    )  # steps 3..5 never run
+    # steps 3..5 never run
+    short, _ = deepcopy(module).captioner(batch.images, inputs, lengths=torch.tensor([3, 2, 1, 3]))
     assert short.shape == (4, 6, len(WORDS)) and (short[:, 3:] == 0).all()
+    torch.manual_seed(0)  # scheduled sampling on the shrinking prefix: each row draws from its own previous step
+    sampled, _ = deepcopy(module).captioner(batch.images, inputs, lengths=lengths, sample_prob=1.0)
+    torch.testing.assert_close(sampled[:, 0], full_logits[:, 0])  # the first input is the reference word
+    assert (sampled[~valid] == 0).all() and (sampled[valid] != 0).any(dim=-1).all()
+    with pytest.raises(ValueError, match="one per caption row"):
+        module.captioner(batch.images, inputs, lengths=lengths[:3])
+
+
+@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
+def test_bf16_mixed_precision_trains_and_decodes(attention):
+    """What ``configs/trainer/bf16.yaml`` runs (autocast to bf16): a loss, finite gradients, captions."""
+    module = tiny_module(attention)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = module.loss(tiny_batch(4))["loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.parameters())
+    module.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        captions, _ = module.generate(tiny_batch(2).images)
+    assert len(captions) == 2

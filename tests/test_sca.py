@@ -4,7 +4,6 @@ import pytest
 import torch
 from torch import nn
 
-from captioning.models.attention import sca as sca_module
 from captioning.models.attention.sca import ChannelSCA, SCAttention, SpatialSCA, channel_scores, sca_attention
 
 B, C, H, W, D, K = 4, 8, 3, 3, 5, 6
@@ -169,13 +168,30 @@ def test_fused_channel_scores_equal_the_equation_with_its_gradients() -> None:
 
 
 @pytest.mark.parametrize("block_elements", [1, 7 * 4 * 3, 1 << 16])  # one channel per block, uneven blocks, one block
-def test_channel_scores_without_gradients_go_over_blocks_of_channels(monkeypatch, block_elements: int) -> None:
+def test_channel_scores_without_gradients_go_over_blocks_of_channels(block_elements: int) -> None:
     """Decoding's path (no autograd, blocks of channels) equals the training path, for any block size."""
-    monkeypatch.setattr(sca_module, "BLOCK_ELEMENTS", block_elements)
     args = channel_inputs(7, 10, 4, dtype=torch.float32)
     with_grad = channel_scores(*args)
     assert with_grad.grad_fn is not None
     with torch.no_grad():
-        blocked = channel_scores(*args)
+        blocked = channel_scores(*args, block_elements=block_elements)
     torch.testing.assert_close(blocked, with_grad.detach(), rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(blocked, plain_channel_scores(*args).detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_bf16_autocast_trains_and_decodes(order: str) -> None:
+    """Under bf16 mixed precision (``configs/trainer/bf16.yaml``) the attention runs forward and backward; the
+    channel energies are computed in float32 and match the float32 run to bf16's precision."""
+    model = build(order)
+    features, hidden = inputs()
+    reference, ref_alphas, ref_betas = model(features, hidden)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        attended, alphas, betas = model(features, hidden)
+        with torch.no_grad():
+            decoded, _, _ = model(features, hidden)
+    attended.float().square().sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    for ours, theirs in ((alphas, ref_alphas), (betas, ref_betas), (decoded, reference)):
+        if theirs is not None:
+            torch.testing.assert_close(ours.float(), theirs.detach(), rtol=0.05, atol=0.02)

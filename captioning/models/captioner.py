@@ -157,12 +157,14 @@ class Captioner(nn.Module):
             memory = {name: value.repeat_interleave(repeats, dim=0) for name, value in memory.items()}  # (B*R, ...)
         if lengths is None:
             return self._teacher_force(tokens, memory, [rows] * steps, sample_prob)
-        order = torch.argsort(lengths, descending=True, stable=True)  # longest first: running rows are a prefix
+        if lengths.shape != (rows,):
+            raise ValueError(f"lengths has shape {tuple(lengths.shape)}, expected ({rows},): one per caption row")
+        order = torch.argsort(lengths, descending=True, stable=True)  # (B*R,) longest first: running rows, a prefix
         running = (lengths[None, :] > torch.arange(steps, device=lengths.device)[:, None]).sum(dim=1)  # (T,)
         logits, weights = self._teacher_force(
             tokens[order], {name: value[order] for name, value in memory.items()}, running.tolist(), sample_prob
         )
-        restore = torch.argsort(order)  # back to the caller's row order
+        restore = torch.argsort(order)  # (B*R,): back to the caller's row order
         return logits[restore], {name: value[restore] for name, value in weights.items()}
 
     def _teacher_force(
@@ -197,12 +199,12 @@ def _pad_steps(per_step: list[torch.Tensor], steps: int) -> torch.Tensor:
     stacked = torch.stack(per_step, dim=1)  # (R, n, ...)
     if stacked.shape[1] == steps:
         return stacked
-    missing = stacked.new_zeros((stacked.shape[0], steps - stacked.shape[1], *stacked.shape[2:]))
-    return torch.cat([stacked, missing], dim=1)
+    missing = stacked.new_zeros((stacked.shape[0], steps - stacked.shape[1], *stacked.shape[2:]))  # (R, steps - n, ...)
+    return torch.cat([stacked, missing], dim=1)  # (R, steps, ...)
 
 
 def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
     """(n, ...) -> (rows, ...) with zero rows appended (a no-op when n == rows)."""
     if x.shape[0] == rows:
         return x
-    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])
+    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])  # (rows, ...)

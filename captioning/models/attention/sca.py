@@ -80,8 +80,16 @@ class ChannelSCA(nn.Module):
         return torch.softmax(scores + self.score.bias, dim=1)  # (B, C): over channels, never the batch
 
 
+BLOCK_ELEMENTS = 1 << 16  # floats per (B, c, k) block without gradients: 256 KiB, an L2 cache's share
+
+
 def channel_scores(
-    pooled: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, score: torch.Tensor
+    pooled: torch.Tensor,
+    weight: torch.Tensor,
+    shift: torch.Tensor,
+    score: torch.Tensor,
+    *,
+    block_elements: int = BLOCK_ELEMENTS,
 ) -> torch.Tensor:
     """s_{b,c} = sum_k u_k tanh(v_{b,c} w_k + e_{b,k}), the channel attention's energies (SCA-CNN eq. 6-7, W'_i = u).
 
@@ -99,22 +107,26 @@ def channel_scores(
     Without gradients (decoding), :func:`_blocked_channel_scores` goes over blocks of channels so that each (B, c, k)
     block stays in the CPU's cache and is never allocated at full size (on this machine, 87 ms -> 29 ms a call at
     the ResNet-50 benchmark's size, 16 x 2048 x 512, against the previous fused tanh form; with gradients 175 ->
-    127 ms forward and backward). ``torch.compile`` would fuse this too, but
-    needs a C++ toolchain and a compile per shape at run time.
+    127 ms forward and backward). ``torch.compile`` would fuse this too, but needs a C++ toolchain and a compile per
+    shape at run time.
+
+    Under mixed precision (autocast, ``bf16-mixed``) the energies are computed in float32, like autocast's own
+    reductions: the sum over k of about 512 terms per channel, and the backward pass's matrix products, need it.
 
     Args:
         pooled: v, (B, C). weight: w_c, (k,). shift: b_c + W_hc h_{t-1}, (B, k). score: u = W'_i, (k,).
+        block_elements: floats per (B, c, k) block on the CPU without gradients.
     """
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (pooled, weight, shift, score)):
-        return _ChannelScores.apply(pooled, weight, shift, score)  # (B, C)
-    return _blocked_channel_scores(pooled, weight, shift, score)  # (B, C)
-
-
-BLOCK_ELEMENTS = 1 << 16  # floats per (B, c, k) block without gradients: 256 KiB, an L2 cache's share
+    with torch.autocast(pooled.device.type, enabled=False):
+        # differentiable casts of bf16/fp16 inputs to float32 (float64 stays float64)
+        args = [t.to(torch.promote_types(t.dtype, torch.float32)) for t in (pooled, weight, shift, score)]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+            return _ChannelScores.apply(*args)  # (B, C)
+        return _blocked_channel_scores(*args, block_elements=block_elements)  # (B, C)
 
 
 def _blocked_channel_scores(
-    pooled: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, score: torch.Tensor
+    pooled: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, score: torch.Tensor, *, block_elements: int
 ) -> torch.Tensor:
     """:func:`channel_scores` without autograd, over blocks of channels (each row and channel as in the full form)."""
     rows, channels = pooled.shape
@@ -122,7 +134,7 @@ def _blocked_channel_scores(
     twice_score = 2 * score  # (k,)
     out = torch.empty_like(pooled)  # (B, C)
     # channels per block; one block on an accelerator, where small blocks would only add kernel launches
-    block = max(1, BLOCK_ELEMENTS // (rows * weight.numel())) if pooled.device.type == "cpu" else channels
+    block = max(1, block_elements // (rows * weight.numel())) if pooled.device.type == "cpu" else channels
     for start in range(0, channels, block):  # a loop over channel blocks, never over rows
         part = pooled[:, start : start + block, None]  # (B, c, 1)
         squashed = torch.addcmul(twice_shift, part, twice_weight).sigmoid_()  # S = sigmoid(2z): (B, c, k)
