@@ -188,23 +188,16 @@ class Captioner(nn.Module):
                 word = torch.where(torch.rand(word.shape, device=word.device) < sample_prob, drawn, word)
             now = {name: value[:active] for name, value in memory.items()}
             step_logits, state, step_weights = self.step(word, state, now)  # (n_t, V), ..., {name: (n_t, ...)}
-            logits.append(_pad_rows(step_logits, rows))
-            weights.append({name: _pad_rows(value, rows) for name, value in step_weights.items()})
-        stacked = {name: _pad_steps([w[name] for w in weights], steps) for name in weights[0]}  # (R, T, ...)
-        return _pad_steps(logits, steps), stacked  # (R, T, V)
+            logits.append(_zero_pad(step_logits, rows, dim=0))  # (R, V)
+            weights.append({name: _zero_pad(value, rows, dim=0) for name, value in step_weights.items()})
+        stacked = {name: _zero_pad(torch.stack([w[name] for w in weights], 1), steps, dim=1) for name in weights[0]}
+        return _zero_pad(torch.stack(logits, dim=1), steps, dim=1), stacked  # (R, T, V), {name: (R, T, ...)}
 
 
-def _pad_steps(per_step: list[torch.Tensor], steps: int) -> torch.Tensor:
-    """[(R, ...)] * n -> (R, steps, ...), zeros after the n computed steps."""
-    stacked = torch.stack(per_step, dim=1)  # (R, n, ...)
-    if stacked.shape[1] == steps:
-        return stacked
-    missing = stacked.new_zeros((stacked.shape[0], steps - stacked.shape[1], *stacked.shape[2:]))  # (R, steps - n, ...)
-    return torch.cat([stacked, missing], dim=1)  # (R, steps, ...)
-
-
-def _pad_rows(x: torch.Tensor, rows: int) -> torch.Tensor:
-    """(n, ...) -> (rows, ...) with zero rows appended (a no-op when n == rows)."""
-    if x.shape[0] == rows:
+def _zero_pad(x: torch.Tensor, size: int, *, dim: int) -> torch.Tensor:
+    """Zeros appended along ``dim`` up to ``size`` (the rows that ended, the steps never run); a no-op when full."""
+    if x.shape[dim] == size:
         return x
-    return torch.cat([x, x.new_zeros((rows - x.shape[0], *x.shape[1:]))])  # (rows, ...)
+    shape = list(x.shape)
+    shape[dim] = size - x.shape[dim]
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)

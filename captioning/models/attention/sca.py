@@ -130,16 +130,21 @@ def _blocked_channel_scores(
 ) -> torch.Tensor:
     """:func:`channel_scores` without autograd, over blocks of channels (each row and channel as in the full form)."""
     rows, channels = pooled.shape
-    twice_shift, twice_weight = 2 * shift[:, None, :], 2 * weight  # (B, 1, k), (k,)
-    twice_score = 2 * score  # (k,)
+    twice_weight, twice_shift, twice_score = 2 * weight, 2 * shift, 2 * score  # (k,), (B, k), (k,)
     out = torch.empty_like(pooled)  # (B, C)
     # channels per block; one block on an accelerator, where small blocks would only add kernel launches
     block = max(1, block_elements // (rows * weight.numel())) if pooled.device.type == "cpu" else channels
     for start in range(0, channels, block):  # a loop over channel blocks, never over rows
-        part = pooled[:, start : start + block, None]  # (B, c, 1)
-        squashed = torch.addcmul(twice_shift, part, twice_weight).sigmoid_()  # S = sigmoid(2z): (B, c, k)
+        part = pooled[:, start : start + block]  # (B, c)
+        squashed = _squash(part, twice_weight, twice_shift)  # S = sigmoid(2z): (B, c, k)
         out[:, start : start + block] = squashed @ twice_score  # (B, c)
     return out - score.sum()  # 2 S u - sum(u) = tanh(z) u
+
+
+def _squash(pooled: torch.Tensor, twice_weight: torch.Tensor, twice_shift: torch.Tensor) -> torch.Tensor:
+    """S = sigmoid(2z), z_{b,c,k} = v_{b,c} w_k + e_{b,k}, from v (B, c), 2w (k,) and 2e (B, k) -> (B, c, k).
+    The caller doubles w and e (once, outside a loop over blocks)."""
+    return torch.addcmul(twice_shift[:, None, :], pooled[:, :, None], twice_weight).sigmoid_()
 
 
 class _ChannelScores(torch.autograd.Function):
@@ -147,7 +152,7 @@ class _ChannelScores(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pooled, weight, shift, score):  # (B, C), (k,), (B, k), (k,)
-        squashed = torch.addcmul(2 * shift[:, None, :], pooled[:, :, None], 2 * weight).sigmoid_()  # S: (B, C, k)
+        squashed = _squash(pooled, 2 * weight, 2 * shift)  # S = sigmoid(2z): (B, C, k)
         ctx.save_for_backward(pooled, weight, score, squashed)
         return squashed @ (2 * score) - score.sum()  # tanh(z) u = 2 S u - sum(u): (B, C)
 
