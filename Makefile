@@ -31,6 +31,7 @@ clean:
 	rm -rf $(DEMO) lightning_logs
 
 bench: $(STAMP)
+	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/decoding_attention.py
 	$(BIN)/python benchmarks/beam_speed.py
 	$(BIN)/python benchmarks/cider_speed.py

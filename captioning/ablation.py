@@ -5,9 +5,10 @@
 
 Each variant is ``fit --config BASE --config VARIANT [overrides]`` from scratch, then ``evaluate`` on the test split
 with its best-val-CIDEr checkpoint. Writes ``ablation.csv`` and ``ablation.md`` (variant, parameters, train time,
-BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and on datasets with boxes the attention grounding of the top attended layer:
-pointing-game accuracy, attention mass in the named objects' boxes, and the boxes' area share, which is chance level
-for both), updated after every variant so an interrupted sweep keeps what it finished.
+BLEU-1..4, METEOR, ROUGE-L, CIDEr-D, and on datasets with boxes the right-object rate (the share of one-object
+images whose caption names that object and no other, measured with or without attention) and the attention grounding
+of the top attended layer: pointing-game accuracy, attention mass in the named objects' boxes, and the boxes' area
+share, which is chance level for both), updated after every variant so an interrupted sweep keeps what it finished.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from pathlib import Path
 from captioning.commands import run_evaluation, run_training
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+NAMING = ("right_object",)  # object naming, any model (captioning.metrics.grounding)
 GROUNDING = ("pointing", "mass", "area")  # of the top attended layer; area = chance (captioning.metrics.grounding)
-HEADER = ("variant", "params", "train_s", *METRICS, *GROUNDING)
+HEADER = ("variant", "params", "train_s", *METRICS, *NAMING, *GROUNDING)
 
 
 def write_tables(rows: list[dict], out: Path) -> None:
@@ -62,7 +64,8 @@ def main(argv: Sequence[str]) -> list[dict]:
 
 
 def _number(value: float | None) -> float:
-    """NaN (shown as ``-``) for what was not measured: a metric the config skips, grounding without spatial maps."""
+    """NaN (shown as ``-``) for what was not measured: a metric the config skips, grounding without spatial maps, a
+    right-object rate without boxes or one-object images."""
     return float("nan") if value is None else value
 
 

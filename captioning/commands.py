@@ -255,7 +255,8 @@ def run_evaluation(
     report_max: int = 1000,
     layout: dict | None = None,
 ) -> dict[str, float]:
-    """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json.
+    """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json; where the
+    split has boxes, also grounding.json (attention grounding and object naming, :mod:`captioning.metrics.grounding`).
 
     With ``spice``, SPICE is scored too where it can run (else skipped with one line). With ``report``, also
     ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images. ``layout``: the data
@@ -267,8 +268,9 @@ def run_evaluation(
     overrides = {"beam_size": beam_size} if beam_size else {}
     overrides |= {k: v for k, v in (decoding or {}).items() if v is not None}  # min_len, length_penalty, ...
     module = load_checkpoint(ckpt, **overrides)
-    if spice:
-        module.evaluator.metrics = (*module.evaluator.metrics, "SPICE")
+    # Every COCO metric, whatever subset the run validated with (a config may trim validation to what checkpoint
+    # selection needs).
+    module.evaluator.metrics = WITH_SPICE if spice else METRICS
     data = CaptionDataModule(
         str(data_root),
         image_size=module.hparams.image_size,

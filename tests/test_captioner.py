@@ -196,7 +196,7 @@ def test_rows_that_ended_are_not_run_and_the_others_are_unchanged(attention):
         torch.testing.assert_close(value[valid], full_weights[name][valid])
         assert (value[~valid] == 0).all()
     for name, grad in grads.items():
-        torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(grad, full_grads[name], rtol=1e-4, atol=1e-5, msg=name)  # sums in another order
     # steps 3..5 never run
     short, _ = deepcopy(module).captioner(batch.images, inputs, lengths=torch.tensor([3, 2, 1, 3]))
     assert short.shape == (4, 6, len(WORDS)) and (short[:, 3:] == 0).all()

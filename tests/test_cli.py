@@ -5,6 +5,7 @@ import html
 import json
 import subprocess
 import sys
+from math import nan
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
+from captioning.ablation import HEADER, write_tables
 from captioning.cli import cli_main, main
 from captioning.commands import caption_images
 from captioning.commands import visualize as main_visualize
@@ -95,6 +97,9 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
     assert set(grounding) >= {"pointing.soft", "mass.soft", "area.soft", "object_words", "absent_object_words"}
     if grounding["object_words"]:  # null when no caption of this barely trained model names an object it shows
         assert 0 <= grounding["pointing.soft"] <= 1 and 0 < grounding["area.soft"] < 1
+    present = sum(v for k, v in grounding.items() if k.startswith("present."))  # object naming, per category
+    assert present >= 7 and grounding["one_object_images"] <= 7  # every test image shows at least one shape
+    assert "Object naming: " in printed and "| category | named | present |" in printed
 
 
 def test_evaluate_reads_the_karpathy_layout_by_flags_or_data_config(run, tmp_path):
@@ -312,15 +317,37 @@ def test_wandb_offline_and_csv_loggers_record_the_run(shapes, tmp_path, monkeypa
     assert "val/CIDEr" in rows.splitlines()[0] and "train/loss" in rows.splitlines()[0]
 
 
+def test_ablation_tables_show_the_right_object_rate_after_cider(tmp_path):
+    scores = dict.fromkeys(HEADER[3:-4], 0.5)  # BLEU-1 .. CIDEr-D
+    rows = [
+        {"variant": "soft", "params": 2.5e6, "train_s": 12.0, **scores, "right_object": 0.25}
+        | {"pointing": 0.75, "mass": 0.5, "area": 0.125},
+        {"variant": "none", "params": 2e6, "train_s": 10.0, **scores, "right_object": 0.25}
+        | dict.fromkeys(("pointing", "mass", "area"), nan),  # naming is measured without attention
+        {"variant": "no boxes", "params": 2e6, "train_s": 10.0, **scores} | dict.fromkeys(HEADER[-4:], nan),
+    ]
+    write_tables(rows, tmp_path)
+    header, *lines = (tmp_path / "ablation.csv").read_text().splitlines()
+    assert header.endswith("ROUGE_L,CIDEr,right_object,pointing,mass,area")
+    assert lines[0].endswith(",0.5,0.25,0.75,0.5,0.125") and lines[1].endswith(",0.5,0.25,nan,nan,nan")
+    table = (tmp_path / "ablation.md").read_text().splitlines()
+    assert table[0].endswith("| CIDEr | right_object | pointing | mass | area |")
+    assert table[2] == "| soft | 2.50M | 12 | " + "0.500 | " * 7 + "0.250 | 0.750 | 0.500 | 0.125 |"
+    assert table[3].endswith("| 0.500 | 0.250 | - | - | - |") and table[4].endswith("| 0.500 | - | - | - | - |")
+
+
 def test_ablate_trains_and_scores_every_variant(shapes, tmp_path, capsys):
     variants = [str(ROOT / "configs/ablation" / f"{name}.yaml") for name in ("none", "sca_cs")]
     args = ["--out", str(tmp_path), "--data.root", str(shapes), "--trainer.max_epochs", "1"]
     main(["ablate", "--config", str(ROOT / "configs/smoke.yaml"), "--variants", *variants, *args])
     header, *lines = (tmp_path / "ablation.csv").read_text().splitlines()
     assert header.split(",")[:4] == ["variant", "params", "train_s", "Bleu_1"]
-    assert header.endswith("CIDEr,pointing,mass,area")
+    assert header.endswith("CIDEr,right_object,pointing,mass,area")
     assert [line.split(",")[0] for line in lines] == ["none", "sca_cs"]
     assert lines[0].endswith("nan,nan,nan")  # no spatial attention: no grounding
+    naming = json.loads((tmp_path / "none" / "grounding.json").read_text())  # but object naming without attention
+    assert naming["one_object_images"] > 0 and any(k.startswith("present.") for k in naming)
+    assert float(lines[0].split(",")[-4]) == pytest.approx(naming["right_object"])
     grounding = json.loads((tmp_path / "sca_cs" / "grounding.json").read_text())  # both attended layers are scored
     assert {"pointing.layer4.1.conv1", "pointing.layer4", "mass.layer4", "area.layer4"} <= set(grounding)
     table = (tmp_path / "ablation.md").read_text()

@@ -1,5 +1,7 @@
-"""The demo's acceptance bars (captions, and attention grounding at least 2x chance in both SCA-CNN layers) on a
-full-size run: about 20 minutes on 2 cores (`make test-slow`)."""
+"""The demo's acceptance bars on a full-size run (`make test-slow`, about 10 minutes on 2 cores): floors below the
+goals (README "Demo results": CIDEr-D >= 4x the blind model and >= 1.0x the references' agreement, the right shape
+on >= 85% of one-object images, each shape named 0.5-1.5x as often as it appears, pointing >= 3x chance in every
+attended layer), with room for another machine's kernels and seeds (the README says how the margins were checked)."""
 
 import json
 from pathlib import Path
@@ -7,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from captioning.cli import main
+from captioning.data.shapes import SHAPES
 from captioning.viz.report import find_browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,16 +22,20 @@ def test_demo_beats_the_blind_model_and_approaches_reference_agreement(tmp_path,
     model = json.loads((tmp_path / "demo" / "scores.json").read_text())["CIDEr"]
     blind = json.loads((tmp_path / "demo" / "blind" / "scores.json").read_text())["CIDEr"]
     references = json.loads((tmp_path / "demo" / "reference_agreement.json").read_text())["CIDEr"]
-    assert model >= 3 * blind
-    assert model >= 0.8 * references
+    assert model >= 3.5 * blind
+    assert model >= 0.9 * references
     grounding = json.loads((tmp_path / "demo" / "grounding.json").read_text())
+    assert grounding["one_object_images"] == 83 and grounding["right_object"] >= 0.75
+    for shape in SHAPES:  # says each shape about as often as the test images hold it
+        assert 0.4 * grounding[f"present.{shape}"] <= grounding[f"named.{shape}"] <= 1.6 * grounding[f"present.{shape}"]
     layers = [k.removeprefix("pointing.") for k in grounding if k.startswith("pointing.")]
     assert len(layers) == 2  # the demo's main model: SCA-CNN on the paper's two layers
-    # pointing >= 2x chance in every attended layer: 2.1x (layer4.1.conv1) and 2.4x (layer4) here
-    assert all(grounding[f"pointing.{k}"] >= 2 * grounding[f"area.{k}"] for k in layers)
+    assert all(grounding[f"pointing.{k}"] >= 2.5 * grounding[f"area.{k}"] for k in layers)
     figures = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "demo" / "figures").glob("*.png"))
     # SCA-CNN C-S: spatial and channel figures; the CBAM backbone: gates
     assert figures == ["attention.png"] * 2 + ["channels.png"] * 2 + ["gates.png"] * 2
     assert (tmp_path / "demo" / "report.html").stat().st_size > 1_000_000  # 250 images with their attention
     assert (tmp_path / "demo" / "report.png").is_file() == (find_browser() is not None)
+    summary = (tmp_path / "demo" / "summary.md").read_text()
+    assert "| circle |" in summary and "Wall time: " in summary
     assert "caption of one test image" in capsys.readouterr().out

@@ -202,6 +202,20 @@ def test_report_page_holds_every_row_its_scores_and_images(tmp_path):
     assert "http" not in text.replace("http-equiv", "")  # self-contained: nothing to fetch
 
 
+def test_report_shows_object_naming_also_without_spatial_attention(tmp_path):
+    grounding = {"absent_object_words": 1.0, "right_object": 0.5, "one_object_images": 4.0}  # no pointing: no maps
+    grounding |= {"named.traffic light": 2.0, "present.traffic light": 4.0, "correct.traffic light": 1.0}
+    grounding |= {"named.car": 1.0, "present.car": 0.0, "correct.car": 0.0}
+    text = write_report(tmp_path / "r.html", [], {"CIDEr": 1.0}, title="t", grounding=grounding).read_text()
+    assert "the model has no spatial attention to score" in text and "<th>pointing game</th>" not in text
+    assert "<h2>Object naming</h2><p>Object naming: names the right object (and no other) on 50.0% of 4 one-" in text
+    head = "".join(f"<th>{c}</th>" for c in ("category", "named", "present", "named / present", "precision", "recall"))
+    assert f"<tr>{head}</tr>" in text
+    cells = ("traffic light", "2", "4", "0.500", "0.500", "0.250"), ("car", "1", "0", "-", "0.000", "-")
+    rows = ["<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells]
+    assert rows[0] + rows[1] in text  # the most present category first
+
+
 def dump_dom(page) -> str:
     """The page's DOM after its scripts ran in headless Chromium."""
     command = [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.resolve().as_uri()]

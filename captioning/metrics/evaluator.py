@@ -4,8 +4,9 @@ Corpus metrics (BLEU, CIDEr-D's IDF) are not averages of per-shard scores, and D
 batches by repeating images, so: every rank gathers all (image id, caption) pairs with
 ``torch.distributed.all_gather_object`` (Lightning's ``all_gather`` returns lists of strings unchanged), duplicates
 are dropped by image id, rank 0 scores the split once, and the scores are broadcast to every rank.
-With grounding targets (object boxes), each caption's attention is scored against its image's boxes as it is added
-(:mod:`captioning.metrics.grounding`); those per-image tallies travel and dedupe with the captions.
+With grounding targets (object boxes), each caption's attention is scored against its image's boxes as it is added,
+and the object categories it names are recorded, with or without attention (:mod:`captioning.metrics.grounding`);
+those per-image tallies travel and dedupe with the captions.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class CaptionEvaluator:
         self.grounding: dict[int, ImageGrounding] = {}
 
     def ground_on(self, targets: Mapping[int, GroundingTarget], synonyms: Mapping[str, str]) -> None:
-        """Scores attention grounding for the images that have ``targets`` (boxes), naming objects by ``synonyms``."""
+        """Scores attention grounding and object naming for the images that have ``targets`` (boxes), naming objects
+        by ``synonyms``."""
         self.targets, self.synonyms = targets, synonyms
 
     def add(
@@ -46,13 +48,14 @@ class CaptionEvaluator:
         references: Sequence[Sequence[str]],
         attention: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
-        """One batch: captions, their references, and (for grounding) the attention of each step, (B, T, ...)."""
+        """One batch: captions, their references, and (for grounding) the attention of each step, (B, T, ...); None or
+        empty without spatial attention, when images with targets still get their object naming recorded."""
         for row, (image_id, caption, refs) in enumerate(zip(image_ids, captions, references, strict=True)):
             image_id = int(image_id)
             self.captions[image_id] = caption
             self.references[image_id] = list(refs)
-            if attention is not None and image_id in self.targets:
-                maps = {name: weights[row] for name, weights in attention.items()}  # (T, ...)
+            if image_id in self.targets:
+                maps = {name: weights[row] for name, weights in (attention or {}).items()}  # (T, ...)
                 self.grounding[image_id] = ground_caption(
                     caption.split(), maps, self.targets[image_id], synonyms=self.synonyms
                 )
@@ -78,8 +81,9 @@ class CaptionEvaluator:
             dist.broadcast_object_list(result, src=0)
         return result[0]
 
-    def grounding_scores(self) -> dict[str, float]:
-        """Corpus grounding of the collected captions (after :meth:`compute`, which gathers them); {} without boxes."""
+    def grounding_scores(self) -> dict[str, float | None]:
+        """Corpus grounding and object naming of the collected captions (after :meth:`compute`, which gathers them);
+        {} without boxes."""
         return summarize(self.grounding) if self.grounding else {}
 
     def results(self) -> list[dict]:

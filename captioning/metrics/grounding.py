@@ -15,6 +15,24 @@ visualizations draw it, and compared with the boxes of the objects of that categ
 Words naming a category with no box in the image (a hallucinated object) are counted apart and excluded from the
 three averages. Every attended layer (``alpha`` for soft attention, ``alpha.<layer>`` for SCA) is scored on its own.
 
+Object naming needs no attention, so it is measured for every model (decoder attention ``none``, blind models). Per
+image with boxes, let named = the set of categories that some word of the generated caption names (through the
+synonym table) and present = the set of categories of the image's boxes:
+
+    right-object rate, over the one-object images (exactly one box: 83 of the 250 test images of `make demo`'s set;
+    an image with two boxes of one category, such as two squares, is not one):
+        right_object = |{one-object images with named == present}| / |one-object images|
+                       (the caption names the image's category and no other; None without one-object images)
+    per category c, over all images with boxes:
+        named.c   = |{images: c in named}|                    (captions that name c)
+        present.c = |{images: c in present}|                  (images that show c)
+        correct.c = |{images: c in named and c in present}|
+    from which: named.c / present.c (how often the model says c against how often c is there),
+    precision.c = correct.c / named.c and recall.c = correct.c / present.c.
+
+A caption that names a category twice counts once; a multi-word category (COCO's "traffic light") is named only
+through the single words of its synonym list ("stoplight").
+
 Synonym tables: :data:`SHAPES_WORDS` (the shapes generator's own word lists) and :data:`COCO_WORDS`, a mapping of
 caption words to the 80 COCO instance categories (singular and plural forms; made for this project after the
 word lists commonly used for COCO object hallucination, e.g. Rohrbach et al. 2018 "Object Hallucination in Image
@@ -23,7 +41,7 @@ Captioning"; it is not exhaustive: words missing from it are simply not scored).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -148,10 +166,14 @@ class LayerTally:
 
 @dataclass
 class ImageGrounding:
-    """Grounding of one caption: a tally per attended layer, and the words naming an absent object."""
+    """Grounding of one caption: a tally per attended layer, the words naming an absent object, and (for object
+    naming) the categories the caption names and the categories of the image's boxes."""
 
     layers: dict[str, LayerTally] = field(default_factory=dict)
     absent: int = 0
+    named: frozenset[str] = frozenset()
+    present: frozenset[str] = frozenset()
+    objects: int = 0  # boxes in the image
 
 
 def _box_mask(boxes: Sequence[Box], target: GroundingTarget, height: int, width: int) -> torch.Tensor:
@@ -174,21 +196,27 @@ def ground_caption(
     synonyms: Mapping[str, str],
     resolution: int = 96,
 ) -> ImageGrounding:
-    """Scores one caption's attention against its image's boxes.
+    """Scores one caption's attention against its image's boxes, and records the categories it names.
 
     Args:
         words: the generated words; word t was produced at step t.
         attention: per layer, the spatial weights of each step, (T', N) with T' >= len(words) and N = h*w
             locations in row-major order; only ``alpha*`` entries are read (channel weights are not spatial).
+            Empty for a model without spatial attention: then only the naming fields are filled.
         target: the image's size and boxes.
         synonyms: caption word -> box category.
         resolution: the longer side, in cells, of the grid that maps are upsampled to (the image's aspect ratio).
     """
-    result = ImageGrounding({name: LayerTally() for name in attention if name.startswith("alpha")})
     named = [(t, synonyms[w]) for t, w in enumerate(words) if w in synonyms]
+    present = frozenset(box.category for box in target.boxes)
+    result = ImageGrounding(
+        {name: LayerTally() for name in attention if name.startswith("alpha")},
+        named=frozenset(category for _, category in named),
+        present=present,
+        objects=len(target.boxes),
+    )
     if not named:
         return result
-    present = {box.category for box in target.boxes}
     result.absent = sum(category not in present for _, category in named)
     scored = [(t, category) for t, category in named if category in present]
     scale = resolution / max(target.width, target.height)
@@ -220,7 +248,10 @@ def ground_caption(
 def summarize(images: Mapping[int, ImageGrounding]) -> dict[str, float | None]:
     """Corpus grounding: per layer ``pointing.<layer>``, ``mass.<layer>`` and ``area.<layer>`` (chance); the same
     without a suffix for the top attended layer (the one whose map feeds the LSTM: the last in the attention's
-    bottom-up order); ``object_words`` (scored words) and ``absent_object_words`` (naming an object not there)."""
+    bottom-up order); ``object_words`` (scored words) and ``absent_object_words`` (naming an object not there).
+    Then object naming (see the module docstring): ``right_object`` and ``one_object_images``, and for every
+    category named or present, ``named.<category>``, ``present.<category>`` and ``correct.<category>`` (image
+    counts, as floats like every value, so that the dict logs as metrics)."""
     totals: dict[str, LayerTally] = {}
     absent = 0
     for image in images.values():
@@ -240,6 +271,23 @@ def summarize(images: Mapping[int, ImageGrounding]) -> dict[str, float | None]:
         out["object_words"] = float(tally.words)
     out |= top if totals else {}
     out["absent_object_words"] = float(absent)
+    return out | _naming(images.values())
+
+
+def _naming(images: Iterable[ImageGrounding]) -> dict[str, float | None]:
+    """The object-naming keys of :func:`summarize`."""
+    images = list(images)
+    pairs = [(image.named, image.present) for image in images]
+    single = [(image.named, image.present) for image in images if image.objects == 1]
+    right = sum(named == present for named, present in single)
+    out: dict[str, float | None] = {
+        "right_object": right / len(single) if single else None,
+        "one_object_images": float(len(single)),
+    }
+    categories = sorted(set[str]().union(*(named | present for named, present in pairs)))
+    out |= {f"named.{c}": float(sum(c in named for named, _ in pairs)) for c in categories}
+    out |= {f"present.{c}": float(sum(c in present for _, present in pairs)) for c in categories}
+    out |= {f"correct.{c}": float(sum(c in named and c in present for named, present in pairs)) for c in categories}
     return out
 
 
@@ -264,14 +312,59 @@ def grounding_table(grounding: Mapping[str, float | None]) -> tuple[str, list[li
     return intro, rows
 
 
+NAMING_COLUMNS = ("category", "named", "present", "named / present", "precision", "recall")
+
+
+def naming_table(grounding: Mapping[str, float | None]) -> tuple[str, list[list[str]]]:
+    """The object naming of a :func:`summarize` result as (one line with the right-object rate, rows of
+    ``NAMING_COLUMNS``): per category, the captions naming it, the images showing it, their ratio, and precision
+    (correct / named) and recall (correct / present); the most present first. ``("", [])`` for a result without
+    naming counts (one written before they were measured)."""
+    if "one_object_images" not in grounding:
+        return "", []
+    rate = grounding.get("right_object")
+    line = (
+        f"Object naming: names the right object (and no other) on {rate:.1%} of "
+        f"{grounding['one_object_images']:.0f} one-object images."
+        if rate is not None
+        else "Object naming: no one-object images, so no right-object rate."
+    )
+
+    def count(key: str) -> float:
+        return grounding.get(key) or 0.0
+
+    def ratio(numerator: float, denominator: float) -> str:
+        return f"{numerator / denominator:.3f}" if denominator else "-"
+
+    categories = [key.removeprefix("present.") for key in grounding if key.startswith("present.")]
+    rows = []
+    for c in sorted(categories, key=lambda c: (-count(f"present.{c}"), c)):
+        named, present, correct = (count(f"{key}.{c}") for key in ("named", "present", "correct"))
+        counts = [f"{named:.0f}", f"{present:.0f}"]
+        rows.append([c, *counts, ratio(named, present), ratio(correct, named), ratio(correct, present)])
+    return line, rows
+
+
 def grounding_markdown(grounding: Mapping[str, float | None]) -> str:
-    """:func:`grounding_table` as a line and a markdown table."""
+    """:func:`grounding_table` and :func:`naming_table` as lines and markdown tables."""
     intro, rows = grounding_table(grounding)
-    if not rows:
-        return intro + "\n"
-    lines = [intro, "", "| " + " | ".join(GROUNDING_COLUMNS) + " |", "|---|---|---|---|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines = [intro, *_markdown_table(GROUNDING_COLUMNS, rows)]
+    line, naming = naming_table(grounding)
+    if line:
+        lines += ["", line, *_markdown_table(NAMING_COLUMNS, naming)]
     return "\n".join(lines) + "\n"
+
+
+def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A blank line and the table's lines; nothing without rows."""
+    if not rows:
+        return []
+    return [
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(r) + " |" for r in rows),
+    ]
 
 
 def synonyms_for(categories: set[str]) -> Mapping[str, str]:

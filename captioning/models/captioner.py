@@ -177,21 +177,37 @@ class Captioner(nn.Module):
         if not running:
             raise ValueError("every caption has length 0: nothing to decode")
         state = self.init_state(memory)
-        logits: list[torch.Tensor] = []
-        weights: list[dict[str, torch.Tensor]] = []
+        decoder = self.decoder
+        embedded = decoder.embed(tokens) if not sample_prob else None  # (R, T, E): all reference words at once
+        outputs: list[torch.Tensor] = []  # step t: logits (n_t, V) when sampling, else h_t (n_t, D)
+        weights: list[dict[str, torch.Tensor]] = []  # step t: {name: (n_t, ...)}
         for t, active in enumerate(running):
             state = (state[0][:active], state[1][:active])  # (n_t, D): the rows that ended are dropped for good
-            word = tokens[:active, t]  # (n_t,)
-            if sample_prob > 0 and t > 0:
-                previous = logits[-1][:active].detach().float()  # (n_t, V)
-                drawn = torch.multinomial(F.softmax(previous, dim=-1), 1).squeeze(1)  # (n_t,)
-                word = torch.where(torch.rand(word.shape, device=word.device) < sample_prob, drawn, word)
             now = {name: value[:active] for name, value in memory.items()}
-            step_logits, state, step_weights = self.step(word, state, now)  # (n_t, V), ..., {name: (n_t, ...)}
-            logits.append(_zero_pad(step_logits, rows, dim=0))  # (R, V)
-            weights.append({name: _zero_pad(value, rows, dim=0) for name, value in step_weights.items()})
-        stacked = {name: _zero_pad(torch.stack([w[name] for w in weights], 1), steps, dim=1) for name in weights[0]}
-        return _zero_pad(torch.stack(logits, dim=1), steps, dim=1), stacked  # (R, T, V), {name: (R, T, ...)}
+            if embedded is not None:
+                state, step_weights = decoder.advance(embedded[:active, t], state, now, self.encoder)
+                outputs.append(state[0])  # (n_t, D)
+            else:
+                word = tokens[:active, t]  # (n_t,)
+                if t > 0:
+                    previous = outputs[-1][:active].detach().float()  # (n_t, V)
+                    drawn = torch.multinomial(F.softmax(previous, dim=-1), 1).squeeze(1)  # (n_t,)
+                    word = torch.where(torch.rand(word.shape, device=word.device) < sample_prob, drawn, word)
+                step_logits, state, step_weights = self.step(word, state, now)  # (n_t, V), ..., {name: (n_t, ...)}
+                outputs.append(step_logits)
+            weights.append(step_weights)
+        if embedded is not None:  # the output layer once, on every (row, step) that ran, packed: (sum_t n_t, V)
+            outputs = list(decoder.logits(torch.cat(outputs)).split(running))
+        stacked = {name: _pad_steps([w[name] for w in weights], rows, steps) for name in weights[0]}
+        return _pad_steps(outputs, rows, steps), stacked  # (R, T, V), {name: (R, T, ...)}
+
+
+def _pad_steps(outputs: list[torch.Tensor], rows: int, steps: int) -> torch.Tensor:
+    """Per-step outputs of the first n_t rows, each (n_t, ...) -> (rows, steps, ...), zeros for the rows that had
+    ended and the steps never run. One padding op for the whole loop, not one per step (the per-step ops are what
+    a training step's time goes to, see benchmarks/train_step.py)."""
+    padded = torch.nn.utils.rnn.pad_sequence(outputs, batch_first=True).transpose(0, 1)  # (n_0, T', ...)
+    return _zero_pad(_zero_pad(padded, rows, dim=0), steps, dim=1)  # (rows, steps, ...)
 
 
 def _zero_pad(x: torch.Tensor, size: int, *, dim: int) -> torch.Tensor:

@@ -85,6 +85,19 @@ class LSTMDecoder(nn.Module):
         self, tokens: torch.Tensor, state: State, memory: Memory, encoder: Encoder
     ) -> tuple[torch.Tensor, State, dict[str, torch.Tensor]]:
         """One word: previous tokens (B,) -> logits (B, V), new state, attention weights by name."""
+        state, weights = self.advance(self.embed(tokens), state, memory, encoder)
+        return self.logits(state[0]), state, weights
+
+    def advance(
+        self, words: torch.Tensor, state: State, memory: Memory, encoder: Encoder
+    ) -> tuple[State, dict[str, torch.Tensor]]:
+        """The recurrence of one step without the output layer: embedded previous words E y_{t-1} (B, E) -> the new
+        state and the attention weights by name. Teacher forcing embeds all words and applies :meth:`logits` to all
+        steps at once, outside its loop over steps."""
         context, weights = self.attention(memory, state[0], encoder)  # (B, C), {name: (B, ...)}
-        h, c = self.lstm(torch.cat([self.embed(tokens), context], dim=1), state)  # (B, D) each
-        return self.output(self.dropout(h)), (h, c), weights
+        h, c = self.lstm(torch.cat([words, context], dim=1), state)  # (B, D) each
+        return (h, c), weights
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """p(y_t) before the softmax: h_t (..., D) -> (..., V)."""
+        return self.output(self.dropout(hidden))

@@ -3,8 +3,8 @@
 One file, no server and no network: the images and attention strips are JPEGs inlined as ``data:`` URIs, the table
 sorts by any column with a few lines of inline JavaScript, and the styles are inline too. Per image it shows the
 picture, the generated caption, the references, the per-image scores (CIDEr-D first) and an attention strip: every
-word over its spatial map, one row per attended layer. The split's metrics (and attention grounding, where the data
-has boxes) head the page.
+word over its spatial map, one row per attended layer. The split's metrics (and attention grounding and object
+naming, where the data has boxes) head the page.
 
 A split larger than a limit (5,000 COCO test images would make a page of about 100 MB) is shown through images
 spread evenly over the CIDEr-D ranking (:func:`spread`), worst and best included; the page says so, and the metrics
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from captioning.errors import CaptioningError
-from captioning.metrics.grounding import GROUNDING_COLUMNS, grounding_table
+from captioning.metrics.grounding import GROUNDING_COLUMNS, NAMING_COLUMNS, grounding_table, naming_table
 from captioning.viz.attention import overlay, upsample_maps
 from captioning.viz.figures import Captioned
 
@@ -97,13 +97,24 @@ def _metrics_table(scores: Mapping[str, float]) -> str:
 
 
 def _grounding_table(grounding: Mapping[str, float | None]) -> str:
+    """The attention grounding section and, where measured, the object naming one (shown without attention too)."""
     if not grounding:
         return ""
     intro, rows = grounding_table(grounding)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in GROUNDING_COLUMNS)
+    section = f"<h2>Attention grounding</h2><p>{html.escape(intro)}</p>{_html_table(GROUNDING_COLUMNS, rows)}"
+    line, naming = naming_table(grounding)
+    if line:
+        section += f"<h2>Object naming</h2><p>{html.escape(line)}</p>{_html_table(NAMING_COLUMNS, naming)}"
+    return section
+
+
+def _html_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A table of escaped text cells; empty without rows."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    table = f'<table class="metrics"><tr>{head}</tr>{body}</table>' if rows else ""
-    return f"<h2>Attention grounding</h2><p>{html.escape(intro)}</p>{table}"
+    return f'<table class="metrics"><tr>{head}</tr>{body}</table>'
 
 
 def _score_cell(value: float | None) -> str:

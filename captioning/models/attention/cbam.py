@@ -28,10 +28,9 @@ class ChannelAttention(nn.Module):
         self.mlp = _mlp(channels, reduction)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> M_c (B, C) in (0, 1)."""
-        avg = self.mlp(x.mean(dim=(2, 3)))  # (B, C)
-        mx = self.mlp(x.amax(dim=(2, 3)))  # (B, C)
-        return torch.sigmoid(avg + mx)
+        """(B, C, H, W) -> M_c (B, C) in (0, 1). The shared MLP runs once, on both pooled vectors stacked."""
+        pooled = torch.stack([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))])  # (2, B, C): AvgPool, MaxPool
+        return torch.sigmoid(self.mlp(pooled).sum(dim=0))  # (B, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W), x scaled by the channel gate."""

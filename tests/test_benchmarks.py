@@ -1,0 +1,25 @@
+"""The benchmarks run (``--smoke``: tiny sizes), so that they cannot rot between the runs the README quotes."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_train_step_benchmark_prints_flops_time_and_the_profile_groups():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--smoke", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("setting"))
+    soft, sca = (lines[header + k].split() for k in (1, 2))
+    assert soft[:2] == ["soft", "smoke"] and sca[:2] == ["sca", "smoke"]
+    gflop = {"soft": float(soft[2]), "sca": float(sca[2])}
+    assert 0 < gflop["soft"] < gflop["sca"]  # SCA recomputes a conv per word: more counted FLOPs
+    seconds, rate = float(sca[3]), float(sca[4])
+    assert abs(rate * seconds - gflop["sca"]) <= 0.05 * gflop["sca"] + 0.01  # GFLOP/s = counted GFLOP / time
+    assert "operator calls" in result.stdout and "convolution" in result.stdout and "matrix products" in result.stdout
