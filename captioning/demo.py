@@ -80,6 +80,7 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
     parser.add_argument("--config", default="configs/shapes.yaml", help="LightningCLI config of the model")
     parser.add_argument("--figures", type=int, default=4, help="test images to draw attention for")
+    parser.add_argument("--seed", type=int, default=None, help="seed of both trainings (default: the config's)")
     args = parser.parse_args(argv)
     clock = Stopwatch()
     if not (args.data / "captions_train.json").is_file():
@@ -91,11 +92,12 @@ def main(argv: Sequence[str]) -> None:
         ImageCache.build(sorted((args.data / "images").rglob("*.png")), cache, image_size=size, workers=2)
     clock.lap("data")
     out: Path = args.out
-    best = commands.run_training([args.config], args.data, out / "main").best
+    seed = [] if args.seed is None else ["--seed_everything", str(args.seed)]
+    best = commands.run_training([args.config], args.data, out / "main", seed).best
     clock.lap("model fit")
     model_scores = commands.run_evaluation(best, args.data, "test", out, report=True)
     clock.lap("its evaluation and report")
-    blind_args = ["--model.blind", "true", "--model.decoder.attention", "none"]
+    blind_args = ["--model.blind", "true", "--model.decoder.attention", "none", *seed]
     blind = commands.run_training([args.config], args.data, out / "blind", blind_args).best
     blind_scores = commands.run_evaluation(blind, args.data, "test", out / "blind")
     clock.lap("blind model")
