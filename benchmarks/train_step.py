@@ -10,7 +10,7 @@ variant (``torch.profiler``), its self CPU time grouped by operator kind, and th
 Sizes: the demo's model (CBAM ResNet-18, 96 px, 3 references per image, embed 64, hidden 256, attention 64) at
 width 16 and 32 with the earlier demo's 32 images a step, at width 16 with today's 64 (configs/shapes.yaml), and
 ResNet-50 at 224 px (batch 8 x 3 references, the COCO configs' decoder: embed 256, hidden 512,
-attention 512). Run: ``.venv/bin/python benchmarks/train_step.py [--quick]``.
+attention 512). Run: ``.venv/bin/python benchmarks/train_step.py [--quick] [--threads N]``.
 """
 
 from __future__ import annotations
@@ -148,7 +148,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="the demo's sizes only (no ResNet-50)")
     parser.add_argument("--smoke", action="store_true", help="a tiny model, for the test suite")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "shapes"
         chosen = settings(args.quick, args.smoke)

@@ -33,6 +33,7 @@ class CaptioningCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocabulary_words", "model.vocabulary", apply_on="instantiate")
+        parser.link_arguments("data.vocabulary_rule", "model.vocabulary_rule", apply_on="instantiate")
         parser.link_arguments("data.image_size", "model.image_size")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.add_lightning_class_args(LastCheckpoint, "last")

@@ -19,7 +19,7 @@ import yaml
 from PIL import Image
 
 from captioning.data.cache import CACHE_FOLDER, ImageCache
-from captioning.data.coco import read_coco_captions, read_coco_results
+from captioning.data.coco import read_coco_references, read_coco_results
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.images import load_image, normalize_image, resize_image
 from captioning.data.layouts import LAYOUTS
@@ -30,6 +30,7 @@ from captioning.errors import CaptioningError
 from captioning.metrics import METRICS, WITH_SPICE, coco_scores
 from captioning.metrics.grounding import GroundingTarget, grounding_markdown, synonyms_for
 from captioning.metrics.spice import fetch_spice_models
+from captioning.models.modes import inference
 from captioning.module import CaptioningModule, load_checkpoint
 from captioning.viz.figures import Captioned, draw, split_generation
 from captioning.viz.gates import BlockGates, backbone_gates, plot_gates
@@ -107,16 +108,20 @@ def prepare(argv: Sequence[str]) -> None:
 def caption_images(
     module: CaptioningModule, paths: Sequence[str | Path], *, beam_size: int | None = None, batch_size: int = 32
 ) -> list[Captioned]:
-    """Captions image files, ``batch_size`` at a time; per image its caption, words, attention and resized pixels."""
+    """Captions image files, ``batch_size`` at a time; per image its caption, words, attention and resized pixels.
+
+    The model runs in eval and inference mode whatever mode it was left in (:func:`~captioning.models.modes.inference`)
+    and gets its train/eval flags back afterwards.
+    """
     side = module.hparams.image_size
     out = []
-    for first in range(0, len(paths), batch_size):
-        pictures = [load_image(p) for p in paths[first : first + batch_size]]  # a one-line error names a bad file
-        pixels = torch.stack([resize_image(p, side) for p in pictures])  # (B, 3, S, S) uint8
-        images = normalize_image(pixels).to(module.device)  # (B, 3, S, S) float
-        with torch.no_grad():
+    with inference(module):
+        for first in range(0, len(paths), batch_size):
+            pictures = [load_image(p) for p in paths[first : first + batch_size]]  # a one-line error names a bad file
+            pixels = torch.stack([resize_image(p, side) for p in pictures])  # (B, 3, S, S) uint8
+            images = normalize_image(pixels).to(module.device)  # (B, 3, S, S) float
             captions, generation = module.generate(images, beam_size=beam_size)
-        out += split_generation(captions, generation, pixels.permute(0, 2, 3, 1).numpy())
+            out += split_generation(captions, generation, pixels.permute(0, 2, 3, 1).numpy())
     return out
 
 
@@ -225,14 +230,19 @@ def run_training(configs: Sequence[str], data: str | Path, run: str | Path, extr
     """``captioning fit --config C1 --config C2 ...`` from scratch into ``run`` (a rerun replaces it)."""
     from captioning.cli import cli_main  # the CLI imports this module
 
-    run = Path(run)
-    shutil.rmtree(run, ignore_errors=True)  # a rerun must not pick up an older best.ckpt
-    args = ["fit", *(a for c in configs for a in ("--config", str(c))), "--data.root", str(data)]
-    args += ["--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run / "checkpoints"), *extra]
     start = time.perf_counter()
-    cli = cli_main(args)
+    cli = cli_main(fit_arguments(configs, data, run, extra))
     seconds = time.perf_counter() - start
-    return TrainingRun(run / "checkpoints" / "best.ckpt", seconds, sum(p.numel() for p in cli.model.parameters()))
+    return TrainingRun(Path(run) / "checkpoints" / "best.ckpt", seconds, sum(p.numel() for p in cli.model.parameters()))
+
+
+def fit_arguments(configs: Sequence[str], data: str | Path, run: str | Path, extra: Sequence[str] = ()) -> list[str]:
+    """The ``captioning fit`` arguments of :func:`run_training`; clears ``run`` (a rerun must not pick up an older
+    best.ckpt)."""
+    run = Path(run)
+    shutil.rmtree(run, ignore_errors=True)
+    args = ["fit", *(a for c in configs for a in ("--config", str(c))), "--data.root", str(data)]
+    return [*args, "--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run / "checkpoints"), *extra]
 
 
 _SPICE_HELP = "also score SPICE where it can run (its jars: captioning prepare spice); else one line says why not"
@@ -257,6 +267,8 @@ def run_evaluation(
 ) -> dict[str, float]:
     """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json; where the
     split has boxes, also grounding.json (attention grounding and object naming, :mod:`captioning.metrics.grounding`).
+    ``scores.json`` holds the metrics by name, plus ``decoding`` (beam size, length penalty, minimum and maximum
+    length, ...) and ``vocabulary`` (size, counted splits, minimum count) entries; the return value is the metrics.
 
     With ``spice``, SPICE is scored too where it can run (else skipped with one line). With ``report``, also
     ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images. ``layout``: the data
@@ -296,7 +308,8 @@ def run_evaluation(
     if trainer.is_global_zero:
         out = Path(out)
         _write_json(out / "results.json", module.last_results)
-        _write_json(out / "scores.json", module.last_scores)
+        # The metrics at the top level, as before; then what they depend on, so that two runs' numbers can be compared.
+        _write_json(out / "scores.json", module.last_scores | module.evaluation_settings())
         _write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
         if module.last_grounding:
             _write_json(out / "grounding.json", module.last_grounding)
@@ -421,22 +434,24 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
 
 
 def score(argv: Sequence[str]) -> dict[str, float]:
+    """``captioning score REFERENCES RESULTS``: pycocoevalcap's numbers for a results file.
+
+    As ``COCOEvalCap`` does: the images scored are those of the results (the reference file may hold more, e.g. the
+    40,504 val2014 images for the 5,000 Karpathy test results), each against every one of its references, also
+    those that tokenize to nothing (:func:`~captioning.data.coco.read_coco_references`). A result image without
+    references, or a caption that is not a string, is an error.
+    """
     parser = _parser("score", "Score a COCO results file against a COCO captions file.")
-    parser.add_argument("references", type=Path, help="COCO captions file (the ground truth)")
+    parser.add_argument("references", type=Path, help="COCO captions file (the ground truth; may hold more images)")
     parser.add_argument("predictions", type=Path, help="COCO results file: [{image_id, caption}, ...]")
     parser.add_argument("--out", type=Path, default=None, help="write the scores here as JSON")
     parser.add_argument("--per-image", type=Path, default=None, help="write per-image scores here as JSON")
     parser.add_argument("--spice", action=argparse.BooleanOptionalAction, default=True, help=_SPICE_HELP)
     args = parser.parse_args(argv)
-    references = {r.image_id: list(r.captions) for r in read_coco_captions(args.references, ".", split="test")}
     candidates = read_coco_results(args.predictions)
-    missing = sorted(set(references) - set(candidates))
-    extra = sorted(set(candidates) - set(references))
-    if missing or extra:
-        raise CaptioningError(
-            f"{args.predictions}: its image ids differ from {args.references}'s: "
-            f"{len(missing)} without a caption (e.g. {missing[:3]}), {len(extra)} unknown (e.g. {extra[:3]})"
-        )
+    if not candidates:
+        raise CaptioningError(f"{args.predictions}: the results file holds no captions")
+    references = read_coco_references(args.references, image_ids=candidates.keys())
     scores, per_image = coco_scores(candidates, references, metrics=WITH_SPICE if args.spice else METRICS)
     if args.out:
         _write_json(args.out, scores)

@@ -42,6 +42,7 @@ from typing import Any, Literal
 import torch
 
 from captioning.models.captioner import Captioner
+from captioning.models.modes import inference
 
 LengthPenalty = Literal["none", "average", "gnmt"]
 
@@ -122,7 +123,6 @@ def _check(
         raise ValueError(f"the end token {eos} cannot be suppressed")
 
 
-@torch.no_grad()
 def beam_search(
     captioner: Captioner,
     images: torch.Tensor,
@@ -140,8 +140,12 @@ def beam_search(
 ) -> Generation:
     """Decodes captions of at most ``max_len`` words for images (B, 3, H, W); see the module docstring.
 
+    The captioner runs in eval mode under ``torch.inference_mode`` (:func:`~captioning.models.modes.inference`),
+    whatever mode the caller left it in, and gets its train/eval flags back afterwards: dropout and batch statistics
+    would make beams random, and BatchNorm in train mode would update its running statistics.
+
     Args:
-        captioner: the model, usually in eval mode (dropout would make beams random).
+        captioner: the model.
         images: (B, 3, H, W).
         bos: the start token fed at the first step.
         eos: the end token.
@@ -165,6 +169,39 @@ def beam_search(
         alpha=length_alpha,
         suppress=suppress,
     )
+    with inference(captioner):
+        return _search(
+            captioner,
+            images,
+            bos=bos,
+            eos=eos,
+            max_len=max_len,
+            beam_size=beam_size,
+            min_len=min_len,
+            length_penalty=length_penalty,
+            length_alpha=length_alpha,
+            block_trigrams=block_trigrams,
+            suppress=suppress,
+            n_best=n_best,
+        )
+
+
+def _search(
+    captioner: Captioner,
+    images: torch.Tensor,
+    *,
+    bos: int,
+    eos: int,
+    max_len: int,
+    beam_size: int,
+    min_len: int,
+    length_penalty: LengthPenalty,
+    length_alpha: float,
+    block_trigrams: bool,
+    suppress: tuple[int, ...],
+    n_best: int,
+) -> Generation:
+    """:func:`beam_search` on checked arguments, with the model already in eval and inference mode."""
     b, k, device = images.shape[0], beam_size, images.device
     memory = {name: value.repeat_interleave(k, dim=0) for name, value in captioner.encode(images).items()}  # (B*K, ...)
     state = captioner.init_state(memory)

@@ -88,6 +88,8 @@ class CaptioningModule(pl.LightningModule):
         scst_baseline: ``greedy`` (the greedy caption's reward, Rennie et al.) or ``mean`` (the other samples').
         init_weights: a checkpoint whose weights a new run starts from (not its optimizer or loop state: that is
             ``--ckpt_path``, resuming); e.g. the cross-entropy model an SCST run fine-tunes.
+        vocabulary_rule: how ``vocabulary`` was chosen (linked from the data module: ``counted`` splits,
+            ``min_count``), recorded so that ``evaluate`` can write it into ``scores.json``; None where unknown.
     """
 
     def __init__(
@@ -121,10 +123,11 @@ class CaptioningModule(pl.LightningModule):
         scst_samples: int = 5,
         scst_baseline: Baseline = "greedy",
         init_weights: str | None = None,
+        vocabulary_rule: dict[str, str | int] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.vocab = Vocabulary(vocabulary)
+        self.vocab = Vocabulary(vocabulary, rule=vocabulary_rule)
         self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind)
         self.evaluator = CaptionEvaluator(metrics, tokenizer=tokenizer)
         self.last_scores: dict[str, float] = {}
@@ -205,10 +208,9 @@ class CaptioningModule(pl.LightningModule):
         rewards = self.reward(batch.image_ids, [vocab.decode(row) for row in samples.tokens])  # (B, S)
         greedy = None
         if h.scst_baseline == "greedy":
-            self.captioner.eval()  # the test-time caption, dropout off (Rennie et al. section 5)
-            with torch.no_grad():
-                captions, _ = self.generate(batch.images, beam_size=1)
-            self.captioner.train()
+            # The test-time caption (Rennie et al. section 5): generate() decodes in eval mode, dropout off, and puts
+            # the training mode back.
+            captions, _ = self.generate(batch.images, beam_size=1)
             greedy = self.reward(batch.image_ids, captions)[:, 0]  # (B,)
         advantage = advantages(rewards, baseline=h.scst_baseline, greedy_rewards=greedy).to(self.device)
         loss = scst_loss(samples, advantage)
@@ -277,7 +279,10 @@ class CaptioningModule(pl.LightningModule):
 
     # -- generation -------------------------------------------------------------------------------------------------
     def generate(self, images: torch.Tensor, *, beam_size: int | None = None) -> tuple[list[str], Generation]:
-        """images (B, 3, H, W) -> captions and the raw generation (tokens, scores, attention maps)."""
+        """images (B, 3, H, W) -> captions and the raw generation (tokens, scores, attention maps).
+
+        Decodes in eval and inference mode whatever mode the model is in, and puts its train/eval flags back
+        (:func:`~captioning.decoding.beam_search`)."""
         h, vocab = self.hparams, self.vocab
         generation = beam_search(
             self.captioner,
@@ -293,6 +298,15 @@ class CaptioningModule(pl.LightningModule):
             suppress=(vocab.pad, vocab.bos, *((vocab.unk,) if h.suppress_unk else ())),
         )
         return [self.vocab.decode(row) for row in generation.tokens], generation
+
+    def evaluation_settings(self) -> dict[str, dict]:
+        """What a score depends on besides the weights, for ``scores.json``: the decoding settings :meth:`generate`
+        uses, and the vocabulary (its size and, where known, how its words were chosen)."""
+        h = self.hparams
+        names = ("beam_size", "length_penalty", "length_alpha", "min_len", "max_len", "block_trigrams", "suppress_unk")
+        rule = self.vocab.rule or {}
+        vocabulary = {"size": len(self.vocab), "counted": rule.get("counted"), "min_count": rule.get("min_count")}
+        return {"decoding": {name: h[name] for name in names}, "vocabulary": vocabulary}
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stage: str) -> None:

@@ -6,7 +6,13 @@ import torchvision
 
 from captioning.errors import CaptioningError
 from captioning.models.attention.cbam import CBAM, SE, SpatialAttention
-from captioning.models.backbones import AttentiveBasicBlock, AttentiveBottleneck, cbam_resnet, load_imagenet_weights
+from captioning.models.backbones import (
+    AttentiveBasicBlock,
+    AttentiveBottleneck,
+    AttentiveResNet,
+    cbam_resnet,
+    load_imagenet_weights,
+)
 from captioning.models.encoder import ResNetEncoder
 
 # ../shared/REFERENCE.md section 1: torchvision v1.5 layout, 1000-class head, biased MLP r=16.
@@ -105,3 +111,63 @@ def test_output_stride_16_is_torchvision_dilated_last_stage(depth):
         assert out.shape[-2:] == (6, 6)
         torch.testing.assert_close(out, stem(images))
         torch.testing.assert_close(encoder.encode_levels(images)[2], out)  # the SCA levels see the same network
+
+
+def _torchvision_features(depth: int, state: dict) -> torch.nn.Module:
+    """torchvision's own ResNet with ``state`` loaded, up to layer4 (the encoder's output)."""
+    net = getattr(torchvision.models, f"resnet{depth}")()
+    net.load_state_dict(state)
+    return torch.nn.Sequential(*list(net.children())[:-2])
+
+
+@pytest.mark.parametrize("attention", ["cbam", "se"])
+@pytest.mark.parametrize("depth", [18, 50])
+def test_gates_grafted_onto_pretrained_weights_start_as_the_identity(monkeypatch, attention, depth):
+    import torchvision.models._api as api
+
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, f"resnet{depth}")().state_dict()  # stands in for the ImageNet file
+    for name, tensor in reference.items():  # BN statistics as a trained network has them, not the init's 0 and 1
+        if name.endswith("running_mean"):
+            tensor.normal_(0, 0.1)
+        elif name.endswith("running_var"):
+            tensor.uniform_(0.5, 2.0)
+    monkeypatch.setattr(api, "load_state_dict_from_url", lambda *a, **k: reference)
+    encoder = ResNetEncoder(depth, attention=attention, weights="IMAGENET1K_V1")
+    plain = _torchvision_features(depth, reference)
+    images = torch.randn(2, 3, 64, 64)
+    for train in (False, True):  # running statistics, and batch statistics as in the first training step
+        encoder.train(train), plain.train(train)
+        with torch.no_grad():
+            torch.testing.assert_close(encoder(images), plain(images), atol=1e-5, rtol=1e-5)
+    blocks = sum(len(encoder.backbone.get_submodule(stage)) for stage in ("layer1", "layer2", "layer3", "layer4"))
+    assert len([m for m in encoder.modules() if isinstance(m, CBAM | SE)]) == blocks  # every block has its gate
+    frozen = ResNetEncoder(depth, attention=attention, weights="IMAGENET1K_V1", trainable=False)
+    gates = {name for name, _ in frozen.named_parameters() if ".attention." in name}
+    assert {name for name, p in frozen.named_parameters() if p.requires_grad} == gates  # the new part trains
+
+
+def test_gates_trained_from_scratch_keep_the_papers_form_and_counts():
+    x = torch.randn(2, 8, 5, 5)
+    torch.testing.assert_close(SpatialAttention().gate(x), torch.full((2, 1, 5, 5), 0.5))  # sigmoid(0): CBAM code
+    assert torch.all(CBAM(8, reduction=2).channel.gate(x) < 1) and torch.all(SE(8, reduction=2).gate(x) < 1)
+    torch.testing.assert_close(CBAM(8, reduction=2, identity_init=True).channel.gate(x), torch.ones(2, 8))
+    # the grafted form adds no parameter: the counts stay the papers'
+    grafted = AttentiveResNet(50, attention="cbam", graft=True)
+    assert sum(p.numel() for p in grafted.parameters()) == PARAMS[50][2]
+
+
+@pytest.mark.parametrize("train_attention", [True, False])
+def test_backbone_attention_trains_where_the_backbone_is_frozen_unless_told_not_to(train_attention):
+    encoder = ResNetEncoder(18, attention="cbam", width=8, trainable=False, train_attention=train_attention)
+    gates = {name for name, _ in encoder.named_parameters() if ".attention." in name}
+    assert {name for name, p in encoder.named_parameters() if p.requires_grad} == (gates if train_attention else set())
+    if train_attention:  # a training step reaches exactly the gates
+        encoder.train()
+        encoder(torch.randn(2, 3, 64, 64)).sum().backward()
+        assert {name for name, p in encoder.named_parameters() if p.grad is not None} == gates
+    # a stage frozen by the fine-tuning schedule keeps its gates trainable too
+    schedule = ResNetEncoder(18, attention="cbam", width=8, train_attention=train_attention)
+    schedule.set_frozen({"layer1"})
+    frozen = {name for name, p in schedule.named_parameters() if name.startswith("backbone.layer1") and p.requires_grad}
+    assert frozen == ({n for n in gates if n.startswith("backbone.layer1")} if train_attention else set())

@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_train_step_benchmark_prints_flops_time_and_the_profile_groups():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--smoke", "--repeats", "1"],
+        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--smoke", "--repeats", "1", "--threads", "1"],
         capture_output=True,
         text=True,
         check=True,
@@ -22,4 +22,5 @@ def test_train_step_benchmark_prints_flops_time_and_the_profile_groups():
     assert 0 < gflop["soft"] < gflop["sca"]  # SCA recomputes a conv per word: more counted FLOPs
     seconds, rate = float(sca[3]), float(sca[4])
     assert abs(rate * seconds - gflop["sca"]) <= 0.05 * gflop["sca"] + 0.01  # GFLOP/s = counted GFLOP / time
+    assert lines[0].startswith("1 CPU threads")  # --threads is applied
     assert "operator calls" in result.stdout and "convolution" in result.stdout and "matrix products" in result.stdout

@@ -87,6 +87,8 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
     assert sorted(r["image_id"] for r in results) == sorted({r["image_id"] for r in results})
     assert len(results) == 7
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(scores)
+    vocabulary = {"size": len(run["cli"].datamodule.vocab), "counted": "train", "min_count": 1}  # linked by fit
+    assert scores["vocabulary"] == vocabulary and scores["decoding"]["beam_size"] == 1
     printed = capsys.readouterr().out
     assert f'"CIDEr": {scores["CIDEr"]}' in printed  # the scores are printed too, and the grounding table
     assert "| attended layer | pointing game |" in printed and "\n| soft | " in printed
@@ -184,9 +186,10 @@ def test_score_command_scores_a_results_file(run, tmp_path, capsys):
     result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "broken.json"))
     assert result.returncode == 2
     assert "broken.json: not valid JSON (line 2, column" in result.stderr and "Traceback" not in result.stderr
-    (tmp_path / "short.json").write_text(json.dumps(predictions[:-1]))
-    result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "short.json"))
-    assert result.returncode == 2 and "1 without a caption" in result.stderr
+    (tmp_path / "unknown.json").write_text(json.dumps([*predictions, {"image_id": 987654, "caption": "a shape"}]))
+    result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "unknown.json"))
+    assert result.returncode == 2  # an image of the results without references (fewer images are scored: test_score)
+    assert "no reference captions for 1 of the 8 images to score (image ids 987654)" in result.stderr
 
 
 def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, capsys):

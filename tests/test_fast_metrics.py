@@ -20,6 +20,8 @@ from pycocoevalcap.rouge.rouge import Rouge
 
 from captioning.metrics import bleu, cider_d, coco_scores, meteor, ptb_tokenize, rouge_l
 from captioning.metrics.cider import CiderD
+from captioning.metrics.ptb import LETTER_OR_DIGIT
+from captioning.metrics.tokenize import has_ptb_tokens
 
 requires_java = pytest.mark.skipif(shutil.which("java") is None, reason="the Java PTBTokenizer is the reference")
 
@@ -169,6 +171,41 @@ def test_python_tokenizer_equals_java_on_every_bmp_character():
     chars = [chr(code) for code in range(1, 0x10000) if not 0xD800 <= code < 0xE000 and chr(code) not in breaks]
     lines = {0: [text for char in chars for text in (char, f"a{char}b", f"1{char}2", f"x {char}")]}
     assert ptb_tokenize(lines, backend="python") == ptb_tokenize(lines)
+
+
+# Captions that PTB tokenization empties, or nearly: pycocoevalcap's PUNCTUATIONS ("!" but not "!!", "-LRB-" but
+# not the "-lrb-" that -lowerCase makes), entities that become punctuation, symbols it keeps, marks and odd spaces.
+NEAR_EMPTY = [
+    "", " ", "\t\u00a0\u3000", "...", "....", ". . .", "!", "!!", "?!", "-", "--", "---", "- -", "''", "``", '"', "'",
+    "`", ",", ";:", "( )", "[", "{ }", "-LRB-", "#", "$", "%", "&", "&amp;", "&quot;", "&apos;", "&nbsp;", "&mdash;",
+    "&ndash; .", "&lt;", "&#39;", "*", "/", "@", "_", "=", "\u2026", "\u201c\u201d", "\u2018 \u2019", "\u00ab\u00bb",
+    "\u2013", "\u00bd", "\u00b2", "\u00a2", "\u00ad", "\u0301", "\u200b", "\x00", "\x7f", "\u037f", ":-)", ":D",
+    "'s", "n't", "a", "A.", "5", "\u0665", "\u00e9", "\u6f22", "\u3005", "\U0001d400", "a &quot;", "&quot;a&quot;",
+]  # fmt: skip
+
+
+def test_has_ptb_tokens_is_whether_the_python_tokenizer_leaves_a_token():
+    rng = random.Random(0)
+    pieces = [t for t in NEAR_EMPTY if t] + [" ", " ", ".", "&", ";", "quot", "amp"]
+    mixed = ["".join(rng.choices(pieces, k=rng.randint(1, 5))) for _ in range(3000)]
+    for caption in [*NEAR_EMPTY, *mixed]:
+        assert has_ptb_tokens(caption) == (ptb_tokenize({0: [caption]}, backend="python")[0] != [""]), repr(caption)
+    assert not has_ptb_tokens("&quot; ... &nbsp;") and has_ptb_tokens("!!") and has_ptb_tokens("( )")
+
+
+@requires_java
+def test_has_ptb_tokens_is_whether_pycocoevalcaps_tokenizer_leaves_a_token():
+    lines = [text for caption in NEAR_EMPTY for text in (caption, "x")]  # each one after and before a word
+    tokens = ptb_tokenize({0: lines})[0][::2]
+    assert [has_ptb_tokens(caption) for caption in NEAR_EMPTY] == [t != "" for t in tokens]
+
+
+def test_every_letter_or_digit_alone_keeps_a_ptb_token():
+    """has_ptb_tokens trusts a letter or digit (without "&") to keep a token: each such BMP character alone does."""
+    chars = [chr(code) for code in range(0x10000) if LETTER_OR_DIGIT.match(chr(code))]
+    assert len(chars) > 45_000
+    tokenized = ptb_tokenize({0: chars}, backend="python")[0]
+    assert [char for char, tokens in zip(chars, tokenized, strict=True) if not tokens] == []
 
 
 def test_fast_cider_equals_pycocoevalcap(corpus):

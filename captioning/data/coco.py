@@ -1,7 +1,9 @@
-"""Readers from annotation files into :class:`CaptionRecord`: official COCO files and Karpathy JSON.
+"""Readers from annotation files into :class:`CaptionRecord`: official COCO files and Karpathy JSON; and the readers
+of ``captioning score``, which read a COCO captions file and a results file as pycocoevalcap's ``COCOEvalCap`` does.
 
 Malformed files fail at once, naming the file and the position (JSON line and column, or the entry index) and the
-problem; empty captions are dropped with a counted :class:`~captioning.data.records.DataWarning`.
+problem; empty captions are dropped from records with a counted :class:`~captioning.data.records.DataWarning`
+(references read for scoring keep them, with a warning).
 
 COCO caption/instance files: https://cocodataset.org/#format-data (read with pycocotools).
 Karpathy split files (``dataset_coco.json``, ``dataset_flickr8k.json``, ...): Karpathy & Fei-Fei, CVPR 2015,
@@ -12,13 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
 from pycocotools.coco import COCO
 
-from captioning.data.records import Box, CaptionRecord, drop_empty_captions, read_json
+from captioning.data.records import Box, CaptionRecord, DataWarning, drop_empty_captions, read_json
 from captioning.errors import CaptioningError
+from captioning.metrics.tokenize import has_ptb_tokens
 
 KARPATHY_SPLITS = ("train", "restval", "val", "test")
 
@@ -87,15 +92,18 @@ def read_coco_captions(
         instances_file: e.g. ``instances_train2014.json``; adds object boxes to the records.
 
     Returns:
-        One record per image that has at least one caption, ordered by image id.
+        One record per image that has at least one caption with a word, ordered by image id; every caption of an image
+        in file order, also where annotation ids repeat (as pycocotools' ``imgToAnns`` has them).
     """
     caption_file, image_dir = Path(caption_file), Path(image_dir)
     coco = _load_coco(caption_file, kind="captions")
     boxes = _boxes_by_image(_load_coco(Path(instances_file), kind="instances")) if instances_file else {}
     records = []
     for image_id in sorted(coco.getImgIds()):
-        captions = tuple(ann["caption"] for ann in coco.loadAnns(coco.getAnnIds(imgIds=image_id)))
-        file_name = coco.loadImgs(image_id)[0]["file_name"]
+        # imgToAnns, not loadAnns(getAnnIds()): the latter looks each id up in ``anns``, where a repeated annotation
+        # id keeps only its last caption.
+        captions = tuple(ann["caption"] for ann in coco.imgToAnns[image_id])
+        file_name = coco.imgs[image_id]["file_name"]
         records.append(CaptionRecord(image_id, image_dir / file_name, captions, split, boxes.get(image_id, ())))
     return drop_empty_captions(records, caption_file)
 
@@ -149,12 +157,55 @@ def _karpathy_entry_problem(image: object) -> str | None:
     return None
 
 
+def read_coco_references(path: str | Path, image_ids: Collection[int] | None = None) -> dict[int, list[str]]:
+    """Reads the reference captions of a COCO captions file as ``COCOEvalCap`` does, for scoring.
+
+    Every annotation of an image counts, in file order, also where annotation ids repeat (pycocotools'
+    ``imgToAnns``). References that PTB tokenization leaves without a token (empty, whitespace or punctuation only)
+    are kept, as pycocoevalcap scores against them too, with one :class:`~captioning.data.records.DataWarning` that
+    gives their count and an annotation id.
+
+    Args:
+        path: e.g. ``captions_val2014.json``.
+        image_ids: the images to read (those of a results file); None: every image of the file that has a caption.
+            The file may hold more images (the 40,504 of val2014 for the 5,000 Karpathy test images).
+
+    Returns:
+        Image id -> its raw reference captions, ordered by image id.
+
+    Raises:
+        CaptioningError: naming the file and the problem: the file's own (see :func:`read_coco_captions`), or images
+            of ``image_ids`` that the file does not have or gives no caption (some of their ids).
+    """
+    path = Path(path)
+    coco = _load_coco(path, kind="captions")
+    if image_ids is None:
+        image_ids = [i for i in coco.getImgIds() if coco.imgToAnns[i]]
+    missing = sorted(i for i in image_ids if not coco.imgToAnns.get(i))
+    if missing:
+        raise CaptioningError(
+            f"{path}: no reference captions for {len(missing)} of the {len(image_ids)} images to score "
+            f"(image ids {', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''})"
+        )
+    references = {i: [ann["caption"] for ann in coco.imgToAnns[i]] for i in sorted(image_ids)}
+    empty = [ann["id"] for i in references for ann in coco.imgToAnns[i] if not has_ptb_tokens(ann["caption"])]
+    if empty:
+        warnings.warn(
+            f"{path}: {len(empty)} reference caption(s) of the scored images have no word after PTB tokenization "
+            f"(e.g. annotation id {empty[0]}); kept, as pycocoevalcap scores against them too",
+            DataWarning,
+            stacklevel=2,
+        )
+    return references
+
+
 def read_coco_results(path: str | Path) -> dict[int, str]:
     """Reads a COCO captioning results file, ``[{"image_id": int, "caption": str}, ...]``, into {image id: caption}.
 
     Raises:
         CaptioningError: naming the file and the problem (not JSON, with the line and column; not a list of such
-            entries, with the entry's index; an image id given twice).
+            entries, with the entry's index; a caption that is null or not a string, with its image id; an image id
+            given twice).
     """
     path = Path(path)
     entries = read_json(path, "results file")
@@ -164,7 +215,12 @@ def read_coco_results(path: str | Path) -> dict[int, str]:
     for index, entry in enumerate(entries):
         if not (isinstance(entry, dict) and isinstance(entry.get("image_id"), int) and "caption" in entry):
             raise CaptioningError(f"{path}: entry {index} is not an {{image_id: int, caption: str}} object")
-        if entry["image_id"] in captions:
-            raise CaptioningError(f"{path}: entry {index} repeats image_id {entry['image_id']}")
-        captions[entry["image_id"]] = str(entry["caption"])
+        image_id, caption = entry["image_id"], entry["caption"]
+        if not isinstance(caption, str):  # str() would score None as the word "none"
+            kind = "a number" if isinstance(caption, int | float) else f"a {type(caption).__name__}"
+            shown = "null" if caption is None else f"{caption!r} ({kind})"
+            raise CaptioningError(f"{path}: entry {index} (image_id {image_id}): the caption is {shown}, not a string")
+        if image_id in captions:
+            raise CaptioningError(f"{path}: entry {index} repeats image_id {image_id}")
+        captions[image_id] = caption
     return captions

@@ -123,12 +123,20 @@ class CaptionDataModule(pl.LightningDataModule):
         return records
 
     def _build_vocabulary(self, min_count: int) -> Vocabulary:
-        return Vocabulary.build((c for r in self.records("train") for c in r.captions), min_count=min_count)
+        return Vocabulary.build(
+            (c for r in self.records("train") for c in r.captions), min_count=min_count, counted="train"
+        )
 
     @property
     def vocabulary_words(self) -> list[str]:
         """The vocabulary as a word list (linked into the model, so checkpoints carry it)."""
         return self.vocab.words
+
+    @property
+    def vocabulary_rule(self) -> dict[str, str | int] | None:
+        """How the vocabulary's words were chosen (``counted`` splits, ``min_count``), None where unknown (a word
+        list); linked into the model, so that checkpoints and ``scores.json`` record it."""
+        return self.vocab.rule
 
     @property
     def seed(self) -> int:

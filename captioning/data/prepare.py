@@ -166,7 +166,7 @@ def prepare_dataset(
         raise CaptioningError(
             f"{root}: no {'captioned' if vocab_from == 'all' else 'train'} images to build a vocabulary from"
         )
-    vocabulary = Vocabulary.build((c for r in counted for c in r.captions), min_count=min_count)
+    vocabulary = Vocabulary.build((c for r in counted for c in r.captions), min_count=min_count, counted=vocab_from)
 
     paths = sorted({r.path for r in records})
     loader = DataLoader(_Checks(paths), batch_size=None, num_workers=workers, collate_fn=identity)

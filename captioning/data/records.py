@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from captioning.errors import CaptioningError
-from captioning.vocab import tokenize
+from captioning.vocab import has_word
 
 
 class DataWarning(UserWarning):
@@ -63,12 +63,14 @@ def read_json(path: Path, what: str) -> Any:
 def drop_empty_captions(records: Sequence[CaptionRecord], source: Path) -> list[CaptionRecord]:
     """Drops captions without a word (empty, whitespace, punctuation only) and then images without a caption.
 
-    Both counts go into one :class:`DataWarning` naming ``source``; a silent drop would shrink a split unnoticed,
-    and an empty reference would score every candidate against nothing.
+    A word is what the vocabulary's tokenizer keeps (:func:`~captioning.vocab.has_word`): such a caption would be a
+    training target of ``<eos>`` alone. Both counts go into one :class:`DataWarning` naming ``source``; a silent drop
+    would shrink a split unnoticed. (``captioning score`` reads its references with
+    :func:`~captioning.data.coco.read_coco_references` instead, which keeps them, as pycocoevalcap does.)
     """
     kept, empty, captionless = [], 0, 0
     for record in records:
-        captions = tuple(c for c in record.captions if tokenize(c))
+        captions = tuple(c for c in record.captions if has_word(c))
         empty += len(record.captions) - len(captions)
         if not captions:
             captionless += 1

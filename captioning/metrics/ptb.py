@@ -55,6 +55,10 @@ def _char_class(predicate: Callable[[str], bool], exclude: str) -> str:
 _JLETTER = _char_class(lambda c: unicodedata.category(c)[0] == "L" or c in "\u1885\u1886", _NEWER_LETTERS)
 _JUPPER = _char_class(lambda c: unicodedata.category(c) == "Lu", _NEWER_LETTERS)  # JFlex [:uppercase:]
 _JDIGIT = _char_class(lambda c: unicodedata.category(c) == "Nd", _NEWER_DIGITS)  # JFlex [:digit:]
+# A letter or digit as the lexer sees them. Every rule that takes one makes a token that holds it, except those of
+# character entities, which start with "&" ("&quot;" -> "``", "&nbsp;" is skipped): a line with one and no "&" keeps
+# a token that pycocoevalcap's PUNCTUATIONS do not remove (see captioning.metrics.tokenize.has_ptb_tokens).
+LETTER_OR_DIGIT = re.compile(f"[{_JLETTER}{_JDIGIT}]")
 # WORD also takes these (PTBLexer.flex's LETTER): combining marks and modifier letters of many scripts.
 _LETTER_EXTRA = (
     "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d\u0384\u0385\u03cf\u03f6"

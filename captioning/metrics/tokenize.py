@@ -40,7 +40,7 @@ from typing import Literal
 from pycocoevalcap.tokenizer import ptbtokenizer
 
 from captioning.errors import CaptioningError
-from captioning.metrics.ptb import tokenize_lines
+from captioning.metrics.ptb import LETTER_OR_DIGIT, tokenize_lines
 
 Backend = Literal["java", "python"]
 
@@ -102,6 +102,21 @@ def ptb_tokenize(captions: Mapping[int, Sequence[str]], *, backend: Backend = "j
     if wrong:
         raise CaptioningError(f"the PTB tokenizer returned the wrong number of captions for image ids {wrong[:5]}")
     return result
+
+
+def has_ptb_tokens(caption: str) -> bool:
+    """Whether PTB tokenization, as pycocoevalcap runs it (either backend), leaves a token of ``caption``.
+
+    A reference without one (empty, whitespace or punctuation only) is still a reference to pycocoevalcap: it counts
+    in BLEU's closest reference length, and in CIDEr-D's mean over an image's references as a 0.
+
+    As fast as a regex search for nearly every caption: one with a letter or digit as Java's lexer sees them and no
+    "&" always keeps a token (a character entity such as "&quot;" can turn letters into punctuation). Only the
+    others are tokenized, by the Python lexer (:func:`ptb_tokenize` with ``backend="python"``).
+    """
+    if "&" not in caption and LETTER_OR_DIGIT.search(caption):
+        return True
+    return _python_tokenize({0: [caption]})[0][0] != ""
 
 
 def _python_tokenize(captions: Mapping[int, Sequence[str]]) -> dict[int, list[str]]:

@@ -63,9 +63,13 @@ class AttentiveBottleneck(Bottleneck):
 
 
 class AttentiveResNet(ResNet):
-    """torchvision ResNet built from the attentive blocks, with every stage's width scaled by ``width / 64``."""
+    """torchvision ResNet built from the attentive blocks, with every stage's width scaled by ``width / 64``;
+    ``graft``: attention gates that start at exactly 1, for pretrained weights (the network then computes at step 0
+    what the plain pretrained network computes; :mod:`captioning.models.attention.cbam`)."""
 
-    def __init__(self, depth: int, *, attention: str = "none", width: int = 64, num_classes: int = 1000) -> None:
+    def __init__(
+        self, depth: int, *, attention: str = "none", width: int = 64, num_classes: int = 1000, graft: bool = False
+    ) -> None:
         if depth not in RESNET_LAYERS:
             raise ValueError(f"ResNet depth must be one of {sorted(RESNET_LAYERS)}, got {depth}")
         if width < 1 or width % 4:
@@ -81,7 +85,7 @@ class AttentiveResNet(ResNet):
         for module in self.modules():
             if isinstance(module, AttentiveBasicBlock | AttentiveBottleneck):
                 last_bn = module.bn3 if isinstance(module, Bottleneck) else module.bn2
-                module.attention = block_attention(attention, last_bn.num_features)
+                module.attention = block_attention(attention, last_bn.num_features, identity_init=graft)
 
     def _make_layer(self, block, planes, blocks, stride=1, dilate=False) -> nn.Sequential:
         if "layer1" not in self._modules:  # the first stage follows the (scaled) stem

@@ -36,6 +36,7 @@ class EncoderSpec:
     trainable: bool = True
     arch: Literal["resnet", "vgg", "vgg_bn"] = "resnet"
     output_stride: Literal[32, 16] = 32
+    train_attention: bool | None = None  # CBAM/SE train where the rest is frozen; None: if grafted onto weights
 
     def __post_init__(self) -> None:
         depths = RESNET_LAYERS if self.arch == "resnet" else VGG_CONFIGS
@@ -87,6 +88,7 @@ class Captioner(nn.Module):
                 width=encoder.width,
                 trainable=encoder.trainable,
                 output_stride=encoder.output_stride,
+                train_attention=encoder.train_attention,
             )
         else:
             cnn = VGGEncoder(

@@ -57,15 +57,28 @@ class Encoder(nn.Module):
         backbone: the CNN.
         out_channels: channels C of the final map.
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+        train_attention: whether the attention modules inside the backbone (CBAM, SE; named ``*.attention``) keep
+            training where the rest is frozen (``trainable`` false, or a stage frozen by :meth:`set_frozen`): grafted
+            onto pretrained weights they are the new, untrained part. Their BN statistics stay fixed there.
     """
 
-    def __init__(self, backbone: nn.Module, *, out_channels: int, trainable: bool) -> None:
+    def __init__(
+        self, backbone: nn.Module, *, out_channels: int, trainable: bool, train_attention: bool = True
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.out_channels = out_channels
         self.trainable = trainable
+        self.train_attention = train_attention
         self.frozen: set[str] = set()  # backbone children frozen for now (see set_frozen)
         self.backbone.requires_grad_(trainable)
+        self._keep_attention_trainable()
+
+    def _keep_attention_trainable(self) -> None:
+        if self.train_attention:
+            for name, module in self.backbone.named_modules():
+                if name.endswith(".attention"):
+                    module.requires_grad_(True)
 
     def set_frozen(self, stages: set[str] | None) -> None:
         """Freezes the named backbone children (``None``: all of them) and unfreezes the others, for a fine-tuning
@@ -79,6 +92,7 @@ class Encoder(nn.Module):
         if self.trainable:
             for name, child in self.backbone.named_children():
                 child.requires_grad_(name not in self.frozen)
+            self._keep_attention_trainable()
         self.train(self.training)
 
     def train(self, mode: bool = True) -> Encoder:
@@ -137,6 +151,7 @@ class ResNetEncoder(Encoder):
         weights: torchvision ImageNet weights name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``) or None for random init.
         width: base width (64 = standard; smaller for fast CPU models, random init only).
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+        train_attention: see :class:`Encoder`; None: when the gates are new, grafted onto ``weights``.
         output_stride: 32 (torchvision's) or 16: ``layer4`` keeps ``layer3``'s resolution (twice the grid side,
             e.g. 6 x 6 instead of 3 x 3 at 96 px), its later 3x3 convs dilated by 2 so their receptive field stays
             that of the pretrained network (Chen et al. 2017, DeepLab; torchvision's ``replace_stride_with_dilation``,
@@ -154,8 +169,10 @@ class ResNetEncoder(Encoder):
         width: int = 64,
         trainable: bool = True,
         output_stride: Literal[32, 16] = 32,
+        train_attention: bool | None = None,
     ) -> None:
-        backbone = AttentiveResNet(depth, attention=attention, width=width)
+        # with pretrained weights, the gates start at exactly 1 (the network is the pretrained one at step 0)
+        backbone = AttentiveResNet(depth, attention=attention, width=width, graft=weights is not None)
         if weights:
             load_imagenet_weights(backbone, depth, weights)
         if output_stride == 16:
@@ -163,7 +180,11 @@ class ResNetEncoder(Encoder):
         elif output_stride != 32:
             raise ValueError(f"output_stride must be 32 or 16, got {output_stride}")
         del backbone.fc  # the encoder stops at layer4 (the classifier is never used)
-        super().__init__(backbone, out_channels=backbone.out_channels, trainable=trainable)
+        if train_attention is None:
+            train_attention = weights is not None
+        super().__init__(
+            backbone, out_channels=backbone.out_channels, trainable=trainable, train_attention=train_attention
+        )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> layer4 features (B, C, H/s, W/s), s the output stride (32 or 16)."""

@@ -19,6 +19,7 @@ from torch import nn
 
 from captioning.models.attention.cbam import CBAM, SE
 from captioning.models.encoder import Encoder
+from captioning.models.modes import inference
 from captioning.viz import save_figure
 
 
@@ -44,7 +45,7 @@ def backbone_gates(
 ) -> dict[str, BlockGates]:
     """Runs the encoder on images (B, 3, H, W) and returns {block name: :class:`BlockGates`} for ``blocks``
     (default, or ``["all"]``: every gated block), in network order. Forward hooks read each gate from its module's
-    own input."""
+    own input. The encoder runs in eval and inference mode and gets its train/eval flags back afterwards."""
     available = gated_blocks(encoder.backbone)
     if not available:
         raise ValueError("the backbone has no CBAM or SE blocks (encoder attention none)")
@@ -62,7 +63,7 @@ def backbone_gates(
             handles.append(module.channel.register_forward_hook(_recorder(gates[name], "channel")))
             handles.append(module.spatial.register_forward_hook(_recorder(gates[name], "spatial")))
     try:
-        with torch.no_grad():
+        with inference(encoder):  # whatever mode it was left in: train-mode BN would move its running statistics
             encoder(images)
     finally:
         for handle in handles:

@@ -7,6 +7,13 @@ Layout follows the official CBAM code (../shared/REFERENCE.md section 1): biased
 channel pool order [max; mean] for the spatial gate, a bias-free 7x7 conv followed by BatchNorm2d(1), and the
 optional zero-init of that BN's weight so every spatial gate starts at sigmoid(0) = 0.5. Modules map
 x -> x (same shape).
+
+Grafted onto a pretrained network (``identity_init=True``, what the encoders use with ImageNet weights), a gate is
+2 * sigmoid(z) with z = 0 at initialization (the MLP's last layer and the spatial BN's weight zeroed), so every gate
+starts at exactly 1 and the network computes what it was trained to compute. Deviation from CBAM and SE (their gates
+lie in (0, 1) and start near 0.5): with gates of about 0.5 each, every pretrained residual branch would enter its
+addition at about a quarter of its trained size (0.244-0.254 measured on ResNet-152). Gradients at z = 0 are those
+of the paper's form times 2; the parameter count is the same. Training from scratch keeps the papers' gates.
 """
 
 from __future__ import annotations
@@ -15,22 +22,34 @@ import torch
 from torch import nn
 
 
-def _mlp(channels: int, reduction: int) -> nn.Sequential:
+def _mlp(channels: int, reduction: int, *, identity_init: bool = False) -> nn.Sequential:
     hidden = max(1, channels // reduction)
-    return nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+    mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels))
+    if identity_init:  # MLP(.) = 0 at initialization: the gate starts at 2 * sigmoid(0) = 1
+        nn.init.zeros_(mlp[2].weight)
+        nn.init.zeros_(mlp[2].bias)
+    return mlp
+
+
+def _gate_scale(identity_init: bool) -> float:
+    """2 for a gate grafted onto a pretrained network (2 * sigmoid(0) = 1, see the module docstring), else 1."""
+    return 2.0 if identity_init else 1.0
 
 
 class ChannelAttention(nn.Module):
-    """M_c(F) = sigmoid(MLP(AvgPool_hw(F)) + MLP(MaxPool_hw(F))), shared MLP C -> C/r -> C (CBAM eq. 2)."""
+    """M_c(F) = sigmoid(MLP(AvgPool_hw(F)) + MLP(MaxPool_hw(F))), shared MLP C -> C/r -> C (CBAM eq. 2); twice
+    that, starting at exactly 1, with ``identity_init`` (module docstring)."""
 
-    def __init__(self, channels: int, *, reduction: int = 16) -> None:
+    def __init__(self, channels: int, *, reduction: int = 16, identity_init: bool = False) -> None:
         super().__init__()
-        self.mlp = _mlp(channels, reduction)
+        self.mlp = _mlp(channels, reduction, identity_init=identity_init)
+        self.scale = _gate_scale(identity_init)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> M_c (B, C) in (0, 1). The shared MLP runs once, on both pooled vectors stacked."""
+        """(B, C, H, W) -> M_c (B, C) in (0, 1) (or (0, 2)). The shared MLP runs once, on both pooled vectors."""
         pooled = torch.stack([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))])  # (2, B, C): AvgPool, MaxPool
-        return torch.sigmoid(self.mlp(pooled).sum(dim=0))  # (B, C)
+        gate = torch.sigmoid(self.mlp(pooled).sum(dim=0))  # (B, C)
+        return gate if self.scale == 1.0 else gate * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W), x scaled by the channel gate."""
@@ -38,19 +57,22 @@ class ChannelAttention(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """M_s(F) = sigmoid(BN(conv7x7([MaxPool_c(F); AvgPool_c(F)]))) (CBAM eq. 3; BN as in the official code)."""
+    """M_s(F) = sigmoid(BN(conv7x7([MaxPool_c(F); AvgPool_c(F)]))) (CBAM eq. 3; BN as in the official code);
+    twice that, starting at exactly 1, with ``identity_init`` (module docstring; it implies ``zero_init``)."""
 
-    def __init__(self, *, kernel_size: int = 7, zero_init: bool = True) -> None:
+    def __init__(self, *, kernel_size: int = 7, zero_init: bool = True, identity_init: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1)
-        if zero_init:
+        if zero_init or identity_init:  # BN(.) = its bias = 0 whatever the input
             nn.init.zeros_(self.bn.weight)
+        self.scale = _gate_scale(identity_init)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> M_s (B, 1, H, W) in (0, 1)."""
+        """(B, C, H, W) -> M_s (B, 1, H, W) in (0, 1) (or (0, 2))."""
         pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)  # (B, 2, H, W)
-        return torch.sigmoid(self.bn(self.conv(pooled)))
+        gate = torch.sigmoid(self.bn(self.conv(pooled)))  # (B, 1, H, W)
+        return gate if self.scale == 1.0 else gate * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W), x scaled by the spatial gate."""
@@ -60,10 +82,18 @@ class SpatialAttention(nn.Module):
 class CBAM(nn.Module):
     """F' = M_c(F) * F, then F'' = M_s(F') * F' (CBAM eq. 1: channel first, then spatial)."""
 
-    def __init__(self, channels: int, *, reduction: int = 16, kernel_size: int = 7, zero_init: bool = True) -> None:
+    def __init__(
+        self,
+        channels: int,
+        *,
+        reduction: int = 16,
+        kernel_size: int = 7,
+        zero_init: bool = True,
+        identity_init: bool = False,
+    ) -> None:
         super().__init__()
-        self.channel = ChannelAttention(channels, reduction=reduction)
-        self.spatial = SpatialAttention(kernel_size=kernel_size, zero_init=zero_init)
+        self.channel = ChannelAttention(channels, reduction=reduction, identity_init=identity_init)
+        self.spatial = SpatialAttention(kernel_size=kernel_size, zero_init=zero_init, identity_init=identity_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
@@ -71,27 +101,31 @@ class CBAM(nn.Module):
 
 
 class SE(nn.Module):
-    """Squeeze-and-excitation: x * sigmoid(MLP(AvgPool_hw(x))) (SE eq. 2-3, biased MLP, r = 16)."""
+    """Squeeze-and-excitation: x * sigmoid(MLP(AvgPool_hw(x))) (SE eq. 2-3, biased MLP, r = 16); twice that gate,
+    starting at exactly 1, with ``identity_init`` (module docstring)."""
 
-    def __init__(self, channels: int, *, reduction: int = 16) -> None:
+    def __init__(self, channels: int, *, reduction: int = 16, identity_init: bool = False) -> None:
         super().__init__()
-        self.mlp = _mlp(channels, reduction)
+        self.mlp = _mlp(channels, reduction, identity_init=identity_init)
+        self.scale = _gate_scale(identity_init)
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C, H, W) -> the channel gate (B, C) in (0, 1)."""
-        return torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))
+        """(B, C, H, W) -> the channel gate (B, C) in (0, 1) (or (0, 2))."""
+        gate = torch.sigmoid(self.mlp(x.mean(dim=(2, 3))))  # (B, C)
+        return gate if self.scale == 1.0 else gate * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, C, H, W)."""
         return x * self.gate(x)[:, :, None, None]
 
 
-def block_attention(kind: str, channels: int, *, reduction: int = 16) -> nn.Module:
-    """Registry of backbone attention by name: ``none`` (identity), ``se``, ``cbam``."""
+def block_attention(kind: str, channels: int, *, reduction: int = 16, identity_init: bool = False) -> nn.Module:
+    """Registry of backbone attention by name: ``none`` (identity), ``se``, ``cbam``; ``identity_init`` for gates
+    grafted onto a pretrained network (module docstring)."""
     if kind == "none":
         return nn.Identity()
     if kind == "se":
-        return SE(channels, reduction=reduction)
+        return SE(channels, reduction=reduction, identity_init=identity_init)
     if kind == "cbam":
-        return CBAM(channels, reduction=reduction)
+        return CBAM(channels, reduction=reduction, identity_init=identity_init)
     raise ValueError(f"unknown backbone attention {kind!r}; choose none, se or cbam")
