@@ -131,8 +131,8 @@ def main(argv: Sequence[str]) -> None:
     blind_args = ["--model.blind", "true", "--model.decoder.attention", "none", *seed]
     threads = torch.get_num_threads()
     with BackgroundFit([args.config], args.data, out / "blind", blind_args) as blind_fit:
-        # the blind model trains in another process on one thread meanwhile: the SCA model's step is many small
-        # operators, which run about as fast on one thread fewer (README "Demo results")
+        # the blind model trains in another process on one thread meanwhile; the main one leaves it a thread, so that
+        # its numbers do not depend on when the other ends (README "Demo results" on what this saves)
         torch.set_num_threads(max(1, threads - 1))
         try:
             best = commands.run_training([args.config], args.data, out / "main", seed).best

@@ -1,4 +1,4 @@
-"""The demo's bars on a full-size run (`make test-slow`, about 13 minutes on 2 cores). The goals (README "Demo
+"""The demo's bars on a full-size run (`make test-slow`, about 14 minutes on 2 cores). The goals (README "Demo
 results": CIDEr-D >= 4x the blind model and >= 1.0x the references' agreement, the right shape on >= 85% of one-object
 images, each shape named 0.5-1.5x as often as it appears, pointing >= 3x chance in every attended layer) are not all
 met on every run: the floors sit below the worst of five runs of this recipe (two seeds, two thread counts, README),
