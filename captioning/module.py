@@ -37,17 +37,23 @@ def caption_loss(
     pad: int,
     attention_reg: float,
 ) -> dict[str, torch.Tensor]:
-    """Xu et al. eq. 14 over a padded batch: logits (B, T, V), targets (B, T), and the spatial attention maps
-    (each (B, T, N); one per attended layer, none for the ``none`` attention), whose terms are summed.
+    """Xu et al. eq. 14 over a padded batch, divided by the batch's word count: logits (B, T, V), targets (B, T),
+    and the spatial attention maps (each (B, T, N); one per attended layer, none for the ``none`` attention), whose
+    terms are summed.
 
-    Positions whose target is ``pad`` count nowhere: not in the cross-entropy mean, not in the attention sums.
+    Eq. 14 sums the caption's negative log-likelihood over its words and adds lambda * sum_i (1 - sum_t alpha_ti)^2
+    once per caption. Divided by the number of words W in the batch, that is the mean cross-entropy per word plus
+    lambda * (sum over captions of the term) / W: so ``attention_reg`` weighs the term against the likelihood as
+    Xu et al.'s lambda does. (Until issue 15 the term was averaged per caption, which weighed lambda about 11x more on
+    COCO's 11-word captions.) Positions whose target is ``pad`` count nowhere.
     """
     xe = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad)
     mask = (targets != pad).to(logits.dtype)  # (B, T)
+    words = mask.sum().clamp(min=1.0)  # W
     reg = logits.new_zeros(())
     for alpha in alphas:
         coverage = (alpha * mask[..., None]).sum(dim=1)  # (B, N): sum_t alpha_ti over real words
-        reg = reg + ((1.0 - coverage) ** 2).sum(dim=1).mean()
+        reg = reg + ((1.0 - coverage) ** 2).sum() / words  # sum over captions and regions, per word
     return {"loss": xe + attention_reg * reg, "xe": xe, "attention_reg": reg}
 
 
@@ -70,7 +76,8 @@ class CaptioningModule(pl.LightningModule):
         sample_prob: scheduled sampling (Bengio et al. 2015): the largest probability of feeding the model its own
             previous word instead of the reference one, reached linearly over ``sample_ramp_epochs`` (0 disables).
         sample_ramp_epochs: epochs over which the scheduled-sampling probability rises from 0.
-        attention_reg: lambda of the doubly stochastic attention term (0 disables it).
+        attention_reg: lambda of the doubly stochastic attention term, weighed as in Xu et al. eq. 14 (see
+            :func:`caption_loss`; 0 disables it, as the official SCA-CNN code does).
         max_len: longest generated caption, in words.
         beam_size: beams for validation/test/predict generation (1 = greedy).
         min_len: shortest generated caption, in words.

@@ -221,3 +221,17 @@ def test_bf16_mixed_precision_trains_and_decodes(attention):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         captions, _ = module.generate(tiny_batch(2).images)
     assert len(captions) == 2
+
+
+def test_doubly_stochastic_term_weighs_as_xu_et_al_eq_14_per_word():
+    g = torch.Generator().manual_seed(1)
+    logits, alphas = torch.randn(2, 6, 11, generator=g), torch.rand(2, 6, 4, generator=g).softmax(-1)
+    targets = tiny_batch().tokens[:, 1:]  # caption lengths 6 and 4 (the second padded)
+    real = targets != 0
+    lam = 0.7
+    # eq. 14 per caption: summed NLL over its words + lambda * sum_i (1 - sum_t alpha_ti)^2; summed over the batch
+    nll = -torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]  # (B, T)
+    coverage = (alphas * real[..., None]).sum(dim=1)  # (B, N)
+    eq14 = (nll * real).sum() + lam * ((1 - coverage) ** 2).sum()
+    loss = caption_loss(logits, [alphas], targets, pad=0, attention_reg=lam)
+    torch.testing.assert_close(loss["loss"], eq14 / real.sum())  # the same objective, divided by the word count
