@@ -42,7 +42,7 @@ from typing import Any, Literal
 import torch
 
 from captioning.models.captioner import Captioner
-from captioning.models.modes import inference
+from captioning.models.modes import in_inference_mode
 
 LengthPenalty = Literal["none", "average", "gnmt"]
 
@@ -123,6 +123,7 @@ def _check(
         raise ValueError(f"the end token {eos} cannot be suppressed")
 
 
+@in_inference_mode
 def beam_search(
     captioner: Captioner,
     images: torch.Tensor,
@@ -169,39 +170,6 @@ def beam_search(
         alpha=length_alpha,
         suppress=suppress,
     )
-    with inference(captioner):
-        return _search(
-            captioner,
-            images,
-            bos=bos,
-            eos=eos,
-            max_len=max_len,
-            beam_size=beam_size,
-            min_len=min_len,
-            length_penalty=length_penalty,
-            length_alpha=length_alpha,
-            block_trigrams=block_trigrams,
-            suppress=suppress,
-            n_best=n_best,
-        )
-
-
-def _search(
-    captioner: Captioner,
-    images: torch.Tensor,
-    *,
-    bos: int,
-    eos: int,
-    max_len: int,
-    beam_size: int,
-    min_len: int,
-    length_penalty: LengthPenalty,
-    length_alpha: float,
-    block_trigrams: bool,
-    suppress: tuple[int, ...],
-    n_best: int,
-) -> Generation:
-    """:func:`beam_search` on checked arguments, with the model already in eval and inference mode."""
     b, k, device = images.shape[0], beam_size, images.device
     memory = {name: value.repeat_interleave(k, dim=0) for name, value in captioner.encode(images).items()}  # (B*K, ...)
     state = captioner.init_state(memory)

@@ -9,11 +9,17 @@ put back, whatever it was (a model in training may hold some parts in eval mode,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Concatenate, ParamSpec, TypeVar
 
 import torch
 from torch import nn
+
+P = ParamSpec("P")
+R = TypeVar("R")
+M = TypeVar("M", bound=nn.Module)
 
 
 @contextmanager
@@ -40,3 +46,14 @@ def inference(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for submodule, training in flags:
             submodule.training = training
+
+
+def in_inference_mode(function: Callable[Concatenate[M, P], R]) -> Callable[Concatenate[M, P], R]:
+    """Decorator: ``function(module, ...)`` runs inside :func:`inference` of its first argument."""
+
+    @functools.wraps(function)
+    def wrapper(module: M, *args: P.args, **kwargs: P.kwargs) -> R:
+        with inference(module):
+            return function(module, *args, **kwargs)
+
+    return wrapper
