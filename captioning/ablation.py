@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from captioning.commands import run_evaluation, run_training
+from captioning.commands import extract, run_evaluation, run_training
 
 METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 NAMING = ("right_object",)  # object naming, any model (captioning.metrics.grounding)
@@ -45,14 +45,26 @@ def main(argv: Sequence[str]) -> list[dict]:
     parser.add_argument("--config", required=True, help="the dataset / base model config")
     parser.add_argument("--variants", nargs="+", required=True, help="configs stacked on --config, one per variant")
     parser.add_argument("--out", type=Path, required=True, help="folder for runs and the tables")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        help="train and test every variant on pre-extracted features of its frozen CNN, in FEATURES/VARIANT "
+        "(extracted there first when missing; each variant's attention reads different maps)",
+    )
     args, overrides = parser.parse_known_args(argv)  # the rest (--trainer.max_epochs 4 ...) goes to every fit
     data = next((overrides[i + 1] for i, a in enumerate(overrides[:-1]) if a == "--data.root"), None)
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for variant in args.variants:
         name = Path(variant).stem
-        run = run_training([args.config, variant], data or _data_root(args.config), args.out / name, overrides)
-        scores = run_evaluation(run.best, data or _data_root(args.config), "test", args.out / name)
+        fit_overrides, features = list(overrides), None
+        if args.features:
+            features = args.features / name
+            configs = ["--config", args.config, "--config", variant, *overrides]
+            extract([*configs, "--out", str(features), "--splits", "train", "val", "test"])  # resumes / no-op
+            fit_overrides += ["--data.features", str(features)]
+        run = run_training([args.config, variant], data or _data_root(args.config), args.out / name, fit_overrides)
+        scores = run_evaluation(run.best, data or _data_root(args.config), "test", args.out / name, features=features)
         grounding_file = args.out / name / "grounding.json"
         grounding = json.loads(grounding_file.read_text()) if grounding_file.is_file() else {}
         row = {"variant": name, "params": run.parameters, "train_s": run.seconds}

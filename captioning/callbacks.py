@@ -96,6 +96,8 @@ class ValidationSamples(pl.Callback):
         batch, self._batch = self._batch, None
         if batch is None or trainer.sanity_checking or not batch.image_ids:
             return
+        if isinstance(batch.images, dict):  # pre-extracted features (--data.features): no pixels to draw on
+            return
         images = batch.images[: self.num_images]
         with torch.no_grad():
             captions, generation = pl_module.generate(images)

@@ -80,6 +80,23 @@ def cli_main(args: Sequence[str]) -> CaptioningCLI:
         )
 
 
+def build_from_config(args: Sequence[str]) -> tuple[CaptioningModule, CaptionDataModule]:
+    """The model and data module that ``captioning fit ARGS`` would train (``--config ...`` and overrides), built
+    without running anything (e.g. for ``captioning extract``)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+        cli = CaptioningCLI(
+            CaptioningModule,
+            CaptionDataModule,
+            args=list(args),
+            run=False,
+            save_config_callback=None,
+            seed_everything_default=0,
+            parser_kwargs={"description": "the model and data of a fit config"},
+        )
+    return cli.model, cli.datamodule
+
+
 USAGE = """usage: captioning COMMAND [options]   (captioning COMMAND --help for each)
 
 training and evaluation (LightningCLI, configs in configs/):
@@ -95,6 +112,7 @@ tools:
   evaluate   score a split:    captioning evaluate --ckpt CKPT --data-root DIR --split test --out DIR
   visualize  attention maps:   captioning visualize IMAGE... --ckpt CKPT --out DIR
   ablate     compare variants: captioning ablate --config C --variants configs/ablation/*.yaml --out DIR
+  extract    pre-extract the frozen CNN's maps: captioning extract --config C --out DIR (then --data.features DIR)
   demo       the whole pipeline on the synthetic shapes set (what `make demo` runs)
 
 --debug (any command): show the traceback of a user error instead of one line.

@@ -264,6 +264,7 @@ def run_evaluation(
     report: bool = False,
     report_max: int = 1000,
     layout: dict | None = None,
+    features: str | Path | None = None,
 ) -> dict[str, float]:
     """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json; where the
     split has boxes, also grounding.json (attention grounding and object naming, :mod:`captioning.metrics.grounding`).
@@ -273,7 +274,9 @@ def run_evaluation(
     With ``spice``, SPICE is scored too where it can run (else skipped with one line). With ``report``, also
     ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images. ``layout``: the data
     module's file-layout settings (``annotations``, ``annotation_file``, ``image_dir``, ``coco_splits``,
-    ``merge_restval``); by default the ``coco`` layout that ``prepare shapes`` writes.
+    ``merge_restval``); by default the ``coco`` layout that ``prepare shapes`` writes. ``features``: a folder of
+    pre-extracted features of the checkpoint's frozen CNN (``captioning extract``) to read instead of the images
+    (the report still reads the images it shows).
     """
     if split not in ("val", "test"):
         raise CaptioningError(f"--split must be val or test, not {split!r}")
@@ -289,6 +292,7 @@ def run_evaluation(
         batch_size=batch_size,
         num_workers=num_workers,
         vocabulary=module.vocab.words,
+        features=str(features) if features else None,
         **(layout or {}),
     )
     trainer = pl.Trainer(
@@ -400,6 +404,7 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--spice", action=argparse.BooleanOptionalAction, default=True, help=_SPICE_HELP)
     parser.add_argument("--report", action="store_true", help="also write OUT/report.html (one self-contained page)")
     parser.add_argument("--report-max", type=int, default=1000, help="images shown in the report at most")
+    parser.add_argument("--features", help="pre-extracted features of the checkpoint's CNN (captioning extract)")
     args = parser.parse_args(argv)
     if args.report_max < 1:
         parser.error(f"--report-max must be at least 1, not {args.report_max}")
@@ -424,6 +429,7 @@ def evaluate(argv: Sequence[str]) -> dict[str, float]:
         report=args.report,
         report_max=args.report_max,
         layout=layout,
+        features=args.features,
     )
     if scores:
         print(json.dumps(scores, indent=2))
@@ -461,6 +467,49 @@ def score(argv: Sequence[str]) -> dict[str, float]:
     return scores
 
 
+# -- extract ------------------------------------------------------------------------------------------------------
+def extract(argv: Sequence[str]) -> dict[str, int]:
+    parser = _parser(
+        "extract",
+        "Run the frozen part of a config's encoder once over every image of its splits and store what the decoder "
+        "reads (float16 memory maps + manifest); fit, validate, test, evaluate and ablate then read it with "
+        "--data.features OUT. Other options (--config, --data.*, --model.*) are fit's.",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="feature folder to write (or resume)")
+    parser.add_argument("--splits", nargs="+", choices=["train", "val", "test"], default=["train", "val", "test"])
+    parser.add_argument("--shard", type=int, default=0, help="this process writes shard K of --shards (0-based)")
+    parser.add_argument("--shards", type=int, default=1, help="shards run as separate processes or GPUs")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-workers", type=int, default=2, help="image-reading worker processes")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda:SHARD if available)")
+    args, fit_args = parser.parse_known_args(argv)
+    from captioning.cli import build_from_config  # the CLI imports this module
+    from captioning.extract import extract_features
+
+    module, data = build_from_config(fit_args)
+    if data.feature_store is not None:
+        raise CaptioningError("extract reads images: leave --data.features out of its config")
+    device = args.device
+    if device == "auto":
+        count = torch.cuda.device_count()
+        device = f"cuda:{args.shard % count}" if count else "cpu"
+    if module.hparams.init_weights:  # the weights a run from this config starts from
+        module.load_init_weights()
+    written = extract_features(
+        module,
+        {split: data.records(split) for split in args.splits},
+        args.out,
+        image_cache=data.image_cache,
+        shard=args.shard,
+        shards=args.shards,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        device=device,
+    )
+    print(f"{args.out}: " + ", ".join(f"{split} {n} images written" for split, n in written.items()))
+    return written
+
+
 def _demo(argv: Sequence[str]) -> None:
     from captioning.demo import main
 
@@ -481,4 +530,5 @@ COMMANDS = {
     "visualize": visualize,
     "demo": _demo,
     "ablate": _ablate,
+    "extract": extract,
 }

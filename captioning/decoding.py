@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import torch
 
-from captioning.models.captioner import Captioner
+from captioning.models.captioner import Captioner, Inputs, input_rows
 from captioning.models.modes import in_inference_mode
 
 LengthPenalty = Literal["none", "average", "gnmt"]
@@ -126,7 +126,7 @@ def _check(
 @in_inference_mode
 def beam_search(
     captioner: Captioner,
-    images: torch.Tensor,
+    images: Inputs,
     *,
     bos: int,
     eos: int,
@@ -147,7 +147,7 @@ def beam_search(
 
     Args:
         captioner: the model.
-        images: (B, 3, H, W).
+        images: (B, 3, H, W), or their pre-extracted features (:meth:`Captioner.features`).
         bos: the start token fed at the first step.
         eos: the end token.
         max_len: most words per caption; a beam still open then is ended.
@@ -170,7 +170,7 @@ def beam_search(
         alpha=length_alpha,
         suppress=suppress,
     )
-    b, k, device = images.shape[0], beam_size, images.device
+    (b, device), k = input_rows(images), beam_size
     memory = {name: value.repeat_interleave(k, dim=0) for name, value in captioner.encode(images).items()}  # (B*K, ...)
     state = captioner.init_state(memory)
     tokens = torch.full((b * k,), bos, dtype=torch.long, device=device)  # (B*K,) the last word of each beam
@@ -257,8 +257,6 @@ def _backtrack(
     return {name: torch.stack([w[name] for w in per_step], dim=1) for name in (per_step[0] if per_step else {})}
 
 
-def greedy(
-    captioner: Captioner, images: torch.Tensor, *, bos: int, eos: int, max_len: int, **options: Any
-) -> Generation:
+def greedy(captioner: Captioner, images: Inputs, *, bos: int, eos: int, max_len: int, **options: Any) -> Generation:
     """Greedy decoding: beam search with one beam (``options``: any of :func:`beam_search`'s but ``beam_size``)."""
     return beam_search(captioner, images, bos=bos, eos=eos, max_len=max_len, beam_size=1, **options)

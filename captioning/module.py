@@ -7,6 +7,8 @@ The cross-entropy is averaged over non-pad target tokens; the attention term ove
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import pickle
 import re
@@ -19,11 +21,12 @@ import torch.nn.functional as F
 from lightning_fabric.utilities.data import AttributeDict
 
 from captioning.data.dataset import Batch
+from captioning.data.images import IMAGENET_MEAN, IMAGENET_STD
 from captioning.decoding import Generation, LengthPenalty, beam_search
 from captioning.errors import CaptioningError, ConfigError
 from captioning.metrics.evaluator import CaptionEvaluator
 from captioning.metrics.tokenize import Backend, ptb_tokenize
-from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
+from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec, Inputs
 from captioning.rng import rng_states, set_rng_states
 from captioning.scst import Baseline, CiderReward, advantages, sample_captions, scst_loss
 from captioning.vocab import Vocabulary
@@ -66,8 +69,11 @@ class CaptioningModule(pl.LightningModule):
         decoder: LSTM decoder settings.
         blind: zero the image features (the language-prior baseline).
         image_size: the square input side the model is trained on (linked from the data module; ``caption`` uses it).
-        lr: AdamW learning rate.
-        weight_decay: AdamW weight decay.
+        lr: the learning rate (Adadelta: its scale, 1.0 in Zeiler's method and the official SCA-CNN code).
+        weight_decay: AdamW's decoupled weight decay, on every parameter; for ``adadelta`` the coefficient of the
+            official code's L2 term ``weight_decay * sum w^2`` in the loss, on the decoder's parameters only.
+        optimizer: ``adamw`` (the project's) or ``adadelta`` (the official SCA-CNN code's: rho 0.95, eps 1e-6, as
+            in arctic-captions' ``adadelta``, which it builds on).
         lr_schedule: ``cosine`` decays the learning rate to 0 over the run, per step; ``constant`` keeps it.
         warmup_steps: optimizer steps of linear learning-rate warmup before the schedule.
         encoder_lr: the CNN's learning rate (None: ``lr``), e.g. lower for a pretrained encoder.
@@ -109,6 +115,7 @@ class CaptioningModule(pl.LightningModule):
         image_size: int = 224,
         lr: float = 4e-4,
         weight_decay: float = 1e-4,
+        optimizer: Literal["adamw", "adadelta"] = "adamw",
         lr_schedule: Literal["constant", "cosine"] = "cosine",
         warmup_steps: int = 0,
         encoder_lr: float | None = None,
@@ -135,7 +142,7 @@ class CaptioningModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.vocab = Vocabulary(vocabulary, rule=vocabulary_rule)
-        self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind)
+        self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind, bos=self.vocab.bos)
         self.evaluator = CaptionEvaluator(metrics, tokenizer=tokenizer)
         self.last_scores: dict[str, float] = {}
         self.last_per_image: dict[int, dict[str, float]] = {}
@@ -194,17 +201,60 @@ class CaptioningModule(pl.LightningModule):
                     "(frozen layers produce no gradient for DDP to wait for)"
                 )
         if h.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own weights
-            start = load_checkpoint(h.init_weights, map_location=self.device)  # one-line errors for a bad file
-            try:
-                self.load_state_dict(start.state_dict())
-            except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
-                raise CaptioningError(f"{h.init_weights}: its model differs from this run's ({first})") from e
+            self.load_init_weights()
+        self._check_features()
         if h.scst:
             # Rewards use document frequencies of the *training* references (REFERENCE.md section 5).
             train = self.trainer.datamodule.records("train")
             tokenized = ptb_tokenize({r.image_id: list(r.captions) for r in train}, backend="python")
             self.reward = CiderReward(tokenized)
+
+    def load_init_weights(self) -> None:
+        """Loads the weights of ``init_weights`` (one-line errors for a bad file or another model's weights)."""
+        start = load_checkpoint(self.hparams.init_weights, map_location=self.device)
+        try:
+            self.load_state_dict(start.state_dict())
+        except RuntimeError as e:
+            first = str(e).strip().splitlines()[0]
+            raise CaptioningError(f"{self.hparams.init_weights}: its model differs from this run's ({first})") from e
+
+    # -- pre-extracted features (captioning extract, --data.features) ----------------------------------------------
+    def feature_identity(self) -> dict:
+        """What a feature folder must have been made with for this model to read it instead of the images: the
+        encoder, a checksum of the weights the stored maps depend on, the input size and transform, the attention
+        and the stored maps' shapes. Refuses (:class:`ConfigError`) a model whose encoder trains a parameter below
+        the stored maps: they could not stand for its CNN."""
+        spec = self.hparams.encoder
+        spec = spec if isinstance(spec, dict) else dataclasses.asdict(spec)
+        decoder = self.hparams.decoder
+        decoder = decoder if isinstance(decoder, dict) else dataclasses.asdict(decoder)
+        shapes, checksum = frozen_features(self.captioner, self.hparams.image_size)
+        attention = self.captioner.decoder.attention
+        return {
+            "encoder": {k: spec[k] for k in ("arch", "depth", "attention", "width", "output_stride", "weights")},
+            "frozen_weights_sha256": checksum,
+            "image_size": self.hparams.image_size,
+            "transform": {"resize": "antialiased bilinear", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+            "attention": decoder["attention"],
+            "lowest_attended": attention.names[0] if hasattr(attention, "names") else None,
+            "features": shapes,
+        }
+
+    def _check_features(self) -> None:
+        """With ``--data.features``: refuses features made for another model (once per run and stage)."""
+        store = getattr(getattr(self._trainer, "datamodule", None), "feature_store", None)
+        if store is not None and getattr(self, "_features_checked", None) is not store:
+            store.check(self.feature_identity())
+            self._features_checked = store
+
+    def on_validation_start(self) -> None:
+        self._check_features()
+
+    def on_test_start(self) -> None:
+        self._check_features()
+
+    def on_predict_start(self) -> None:
+        self._check_features()
 
     def scst_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Rennie et al. 2017 eq. 9 on one batch (see :mod:`captioning.scst`)."""
@@ -252,6 +302,11 @@ class CaptioningModule(pl.LightningModule):
         elif h.encoder_frozen_epochs:
             chosen = set(h.encoder_unfreeze)
             encoder.set_frozen({n for n, _ in encoder.backbone.named_children()} - chosen if chosen else set())
+        else:
+            # Lightning puts back the train/eval flags that each module had before its sanity-check validation by
+            # setting them one by one, not through Encoder.train: that would leave a frozen backbone's BN in train
+            # mode (updating its running statistics) for the whole run.
+            encoder.train(self.training)
 
     def configure_optimizers(self) -> dict:
         h = self.hparams
@@ -259,12 +314,20 @@ class CaptioningModule(pl.LightningModule):
         cnn_ids = {id(p) for p in cnn}
         groups = [{"params": [p for p in self.parameters() if id(p) not in cnn_ids]}]
         groups.append({"params": cnn, "lr": h.encoder_lr if h.encoder_lr is not None else h.lr})
+        if h.optimizer == "adadelta":
+            # torch adds weight_decay * w to the gradient: the gradient of the official (weight_decay / 2) * sum w^2,
+            # so the official weight_decay * sum w^2 is 2 * weight_decay here; the CNN has none (decoder only).
+            groups[0]["weight_decay"], groups[1]["weight_decay"] = 2 * h.weight_decay, 0.0
+            optimizer = torch.optim.Adadelta(groups, lr=h.lr, rho=0.95, eps=1e-6, foreach=True)
+            return self._with_schedule(optimizer)
         # The fused AdamW kernel (CPU and CUDA): one pass per parameter tensor instead of about ten elementwise ops;
         # 10x faster than the default per-tensor loop on the CPU here. Lightning refuses fused optimizers under
         # mixed precision with clipping (they may unscale internally), so mixed precision gets the foreach kernels.
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         kernel = {"foreach": True} if mixed else {"fused": True}
-        optimizer = torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay, **kernel)
+        return self._with_schedule(torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay, **kernel))
+
+    def _with_schedule(self, optimizer: torch.optim.Optimizer) -> dict:
         if self.hparams.lr_schedule == "constant" and not self.hparams.warmup_steps:
             return {"optimizer": optimizer}
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._lr_factor(step))
@@ -285,7 +348,7 @@ class CaptioningModule(pl.LightningModule):
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total) / total))
 
     # -- generation -------------------------------------------------------------------------------------------------
-    def generate(self, images: torch.Tensor, *, beam_size: int | None = None) -> tuple[list[str], Generation]:
+    def generate(self, images: Inputs, *, beam_size: int | None = None) -> tuple[list[str], Generation]:
         """images (B, 3, H, W) -> captions and the raw generation (tokens, scores, attention maps).
 
         Decodes in eval and inference mode whatever mode the model is in, and puts its train/eval flags back
@@ -386,3 +449,39 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CaptioningError(f"{path}: not a readable captioning checkpoint ({first_line})") from e
     return module.eval()
+
+
+def frozen_features(captioner: Captioner, image_size: int) -> tuple[dict[str, list[int]], str]:
+    """The maps :meth:`Captioner.features` stores for one image ({name: [C, h, w]}), and a SHA-256 of the encoder
+    weights and buffers they depend on. Which parameters they depend on is read off autograd (those with a gradient
+    path from a probe image to the maps); a parameter among them that trains is refused (:class:`ConfigError`)."""
+    encoder = captioner.encoder
+    named = dict(encoder.named_parameters())
+    trains = {name for name, p in named.items() if p.requires_grad}
+    training = captioner.training
+    captioner.eval()  # what extraction runs: BN on running statistics
+    try:
+        for p in named.values():
+            p.requires_grad_(True)
+        probe = torch.zeros(1, 3, image_size, image_size, device=next(encoder.parameters()).device)
+        with torch.enable_grad():
+            maps = captioner.features(probe)
+            grads = torch.autograd.grad(sum(m.sum() for m in maps.values()), list(named.values()), allow_unused=True)
+    finally:
+        for name, p in named.items():
+            p.requires_grad_(name in trains)
+        captioner.train(training)
+    used = {name for name, g in zip(named, grads, strict=True) if g is not None}
+    if trained := sorted(used & trains):
+        raise ConfigError(
+            f"pre-extracted features stand for a frozen CNN, but encoder.{trained[0]} ({len(trained)} trained "
+            "parameters) lies below the stored maps: freeze it (encoder.trainable false, train_attention false, "
+            "train_modules above the lowest attended layer) or train without --data.features"
+        )
+    owners = {name.rpartition(".")[0] for name in used}  # the modules whose parameters the maps read
+    digest = hashlib.sha256()
+    for key, value in sorted(encoder.state_dict().items()):
+        if key.rpartition(".")[0] in owners:  # their weights and buffers (BN running statistics)
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype's bytes
+    return {name: list(m.shape[1:]) for name, m in maps.items()}, digest.hexdigest()

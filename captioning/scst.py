@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from captioning.metrics.cider import CiderD
-from captioning.models.captioner import Captioner
+from captioning.models.captioner import Captioner, Inputs, input_rows
 
 Baseline = Literal["greedy", "mean"]
 
@@ -37,7 +37,7 @@ class Samples:
 
 def sample_captions(
     captioner: Captioner,
-    images: torch.Tensor,
+    images: Inputs,
     *,
     samples: int,
     bos: int,
@@ -53,9 +53,10 @@ def sample_captions(
     memory = captioner.encode(images)  # {name: (B, ...)}: the CNN runs once per image
     memory = {name: value.repeat_interleave(samples, dim=0) for name, value in memory.items()}  # (B*S, ...)
     state = captioner.init_state(memory)
-    rows = images.shape[0] * samples
-    word = torch.full((rows,), bos, dtype=torch.long, device=images.device)
-    done = torch.zeros(rows, dtype=torch.bool, device=images.device)
+    images_in, device = input_rows(images)
+    rows = images_in * samples
+    word = torch.full((rows,), bos, dtype=torch.long, device=device)
+    done = torch.zeros(rows, dtype=torch.bool, device=device)
     tokens, log_probs, mask = [], [], []
     for t in range(max_len + 1):
         logits, state, _ = captioner.step(word, state, memory)  # (B*S, V)

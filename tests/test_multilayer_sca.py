@@ -51,7 +51,7 @@ def test_official_layers_and_shapes_for_resnet50():
 
 
 def test_each_sample_is_independent_of_its_batch():
-    encoder, sca = _setup(50, ("layer4.1", "layer4.2.conv2", "layer4"))
+    encoder, sca = _setup(50, ("layer4.2.conv1", "layer4.2.conv2", "layer4"))
     images, hidden = torch.randn(4, 3, 64, 64), torch.randn(4, D)
     assert_each_sample_independent(encoder, sca, images, hidden)
 
@@ -70,7 +70,7 @@ def test_steps_do_not_compound_and_the_hidden_state_matters():
 
 
 def test_gradients_reach_every_attention_parameter_and_the_backbone():
-    encoder, sca = _setup(50, ("layer4.1", "layer4.2.conv2", "layer4"))
+    encoder, sca = _setup(50, ("layer4.2.conv1", "layer4.2.conv2", "layer4"))
     encoder.train()
     sca.train()
     memory = sca.prepare(encoder, torch.randn(2, 3, 64, 64))

@@ -14,10 +14,11 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 
 from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.dataset import CaptionDataset, collate
+from captioning.data.features import FeatureStore
 from captioning.data.layouts import Annotations, read_records
 from captioning.data.records import CaptionRecord
 from captioning.data.sampler import DrawSampler
-from captioning.errors import CaptioningError
+from captioning.errors import CaptioningError, ConfigError
 from captioning.vocab import Vocabulary
 
 Split = Literal["train", "val", "test"]
@@ -56,6 +57,9 @@ class CaptionDataModule(pl.LightningDataModule):
         vocabulary: a saved vocabulary (JSON file or word list, e.g. a checkpoint's) instead of building one.
         image_cache: a folder with a preprocessed image cache (``captioning prepare ... --cache``); ``auto`` uses
             ``root/image_cache`` when it holds one at ``image_size``; ``none`` always decodes the image files.
+        features: a folder of pre-extracted CNN maps (``captioning extract``) that training, validation and test
+            read instead of the images, skipping the frozen CNN; the model refuses features made for another
+            encoder, weights, input size or attention (:meth:`CaptioningModule.feature_identity`).
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class CaptionDataModule(pl.LightningDataModule):
         max_len: int = 16,
         vocabulary: str | list[str] | None = None,
         image_cache: str = "auto",
+        features: str | None = None,
     ) -> None:
         super().__init__()
         # Settings are plain attributes, not saved hyperparameters: Lightning refuses a checkpoint whose module and
@@ -91,7 +96,12 @@ class CaptionDataModule(pl.LightningDataModule):
             self.vocab = Vocabulary(vocabulary)
         else:
             self.vocab = Vocabulary.load(vocabulary) if vocabulary else self._build_vocabulary(min_count)
-        self.image_cache = self._open_cache(image_cache)
+        self.feature_store = FeatureStore(features) if features else None
+        if self.feature_store is not None and self.feature_store.image_size != image_size:
+            raise ConfigError(
+                f"{features}: features of {self.feature_store.image_size} px images; data.image_size is {image_size}"
+            )
+        self.image_cache = self._open_cache(image_cache) if self.feature_store is None else None
         self.datasets: dict[str, CaptionDataset] = {}
 
     def _open_cache(self, setting: str) -> ImageCache | None:
@@ -154,6 +164,7 @@ class CaptionDataModule(pl.LightningDataModule):
                 sampling=sampling,
                 references_per_image=self.references_per_image,
                 image_cache=self.image_cache,
+                features=self.feature_store.split(split) if self.feature_store is not None else None,
                 seed=self.seed,
             )
         return self.datasets[split]

@@ -19,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from captioning.data.cache import ImageCache
+from captioning.data.features import FeatureSplit
 from captioning.data.images import load_image, normalize_image, resize_image
 from captioning.data.records import CaptionRecord, DataWarning
 from captioning.errors import CaptioningError
@@ -47,6 +48,8 @@ class CaptionDataset(Dataset):
             once and decoded against each (the ``seq_per_img`` of common captioning code), which gives the CNN
             several captions' gradient for one forward pass. Drawn without replacement when the image has enough.
         image_cache: preprocessed images at ``image_size`` (files not in it are decoded as usual).
+        features: pre-extracted CNN maps of the split (``captioning extract``): items carry them, {name: (C, h, w)},
+            instead of the image.
         seed: seeds the ``random_reference`` draws, together with the draw id (see ``__getitem__``).
     """
 
@@ -60,6 +63,7 @@ class CaptionDataset(Dataset):
         sampling: Sampling,
         references_per_image: int = 1,
         image_cache: ImageCache | None = None,
+        features: FeatureSplit | None = None,
         seed: int = 0,
     ) -> None:
         if references_per_image < 1:
@@ -75,6 +79,12 @@ class CaptionDataset(Dataset):
                 f"the image cache holds {image_cache.image_size} px images, the dataset wants {image_size}"
             )
         self.image_cache = image_cache
+        self.features = features
+        if features is not None and (missing := features.missing([r.image_id for r in self.records])):
+            raise CaptioningError(
+                f"{features.folder}: {len(missing)} of the split's {len(self.records)} images have no features "
+                f"(image id {missing[0]}, ...): extract them again for this dataset"
+            )
         self.seed = seed
         if sampling == "all_pairs":
             self.items = [(i, k) for i, r in enumerate(self.records) for k in range(len(r.captions))]
@@ -89,13 +99,7 @@ class CaptionDataset(Dataset):
 
     def pixels(self, record: CaptionRecord) -> torch.Tensor:
         """The record's image as (3, S, S) uint8, from the cache when it holds the file; raises CaptioningError."""
-        cached = self.image_cache.lookup(record.path) if self.image_cache is not None else None
-        if cached is None:
-            return resize_image(load_image(record.path), self.image_size)
-        pixels, problem = cached
-        if pixels is None:
-            raise CaptioningError(f"{problem} (recorded when the image cache was built)")
-        return pixels
+        return read_pixels(record, self.image_size, self.image_cache)
 
     def __getitem__(self, draw: int) -> dict | None:
         """``draw``: an item index, or a draw id ``epoch * len(self) + index`` from
@@ -103,11 +107,16 @@ class CaptionDataset(Dataset):
         id): the same whatever process draws it and whenever, and different in each epoch."""
         record_index, caption_index = self.items[draw % len(self.items)]
         record = self.records[record_index]
-        try:
-            image = normalize_image(self.pixels(record))  # (3, H, W)
-        except CaptioningError as e:
-            warnings.warn(f"skipped: {e}", DataWarning, stacklevel=2)
-            return None
+        if self.features is not None:
+            image = self.features.row(record.image_id)  # {name: (C, h, w)}; None (with a warning) if unreadable
+            if image is None:
+                return None
+        else:
+            try:
+                image = normalize_image(self.pixels(record))  # (3, H, W)
+            except CaptioningError as e:
+                warnings.warn(f"skipped: {e}", DataWarning, stacklevel=2)
+                return None
         chosen = [caption_index]
         if self.sampling == "random_reference":
             # (seed, draw id) -> one 64-bit seed; numpy's SeedSequence mixes any sizes of both without overflow
@@ -133,11 +142,22 @@ class CaptionDataset(Dataset):
         return self._token_ids[key]
 
 
+def read_pixels(record: CaptionRecord, image_size: int, cache: ImageCache | None) -> torch.Tensor:
+    """The record's image as (3, S, S) uint8, from the cache when it holds the file; raises CaptioningError."""
+    cached = cache.lookup(record.path) if cache is not None else None
+    if cached is None:
+        return resize_image(load_image(record.path), image_size)
+    pixels, problem = cached
+    if pixels is None:
+        raise CaptioningError(f"{problem} (recorded when the image cache was built)")
+    return pixels
+
+
 @dataclass
 class Batch:
     """A collated batch. ``tokens`` = [<bos>, words, <eos>, <pad>...], R captions per image, image-major."""
 
-    images: torch.Tensor  # (B, 3, H, W)
+    images: torch.Tensor | dict[str, torch.Tensor]  # (B, 3, H, W), or pre-extracted features {name: (B, C, h, w)}
     tokens: torch.Tensor  # (B*R, T + 1)
     lengths: torch.Tensor  # (B*R,) number of non-pad tokens, <bos> and <eos> included
     image_ids: list[int]
@@ -154,8 +174,14 @@ def collate(items: list[dict | None], *, pad: int = 0) -> Batch:
     tokens = torch.full((len(captions), max((len(c) for c in captions), default=0)), pad, dtype=torch.long)
     for row, caption in enumerate(captions):
         tokens[row, : len(caption)] = caption
+    if items and isinstance(items[0]["image"], dict):  # pre-extracted features
+        images: torch.Tensor | dict[str, torch.Tensor] = {
+            name: torch.stack([item["image"][name] for item in items]) for name in items[0]["image"]
+        }
+    else:
+        images = torch.stack([item["image"] for item in items]) if items else torch.empty(0, 3, 0, 0)
     return Batch(
-        images=torch.stack([item["image"] for item in items]) if items else torch.empty(0, 3, 0, 0),
+        images=images,
         tokens=tokens,
         lengths=lengths,
         image_ids=[item["image_id"] for item in items],

@@ -6,6 +6,7 @@ decoder's memory; ``forward`` loops the decoder over the reference words (teache
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -17,6 +18,9 @@ from captioning.errors import ConfigError
 from captioning.models.backbones import RESNET_LAYERS, VGG_CONFIGS
 from captioning.models.decoder import LSTMDecoder, Memory, State
 from captioning.models.encoder import Encoder, ResNetEncoder, VGGEncoder
+
+Features = dict[str, torch.Tensor]  # pre-extracted CNN maps by name, batch-first (see Captioner.features)
+Inputs = torch.Tensor | Features  # images (B, 3, H, W), or their features
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class EncoderSpec:
     arch: Literal["resnet", "vgg", "vgg_bn"] = "resnet"
     output_stride: Literal[32, 16] = 32
     train_attention: bool | None = None  # CBAM/SE train where the rest is frozen; None: if grafted onto weights
+    train_modules: tuple[str, ...] = ()  # with trainable false: backbone modules that still train (layer4.2.conv3)
 
     def __post_init__(self) -> None:
         depths = RESNET_LAYERS if self.arch == "resnet" else VGG_CONFIGS
@@ -61,6 +66,8 @@ class DecoderSpec:
     dropout: float = 0.5
     sca_order: Literal["cs", "sc", "c", "s"] = "cs"
     sca_layers: tuple[str, ...] = ()  # level names of the attended maps (Encoder.level_names()); () = the paper's two
+    output: Literal["linear", "deep"] = "linear"  # W_o h_t, or the official deep output (see LSTMDecoder)
+    first_input: Literal["bos", "zero"] = "bos"  # the <bos> embedding, or the official zero vector
 
 
 class Captioner(nn.Module):
@@ -79,7 +86,10 @@ class Captioner(nn.Module):
         self.blind = blind
 
     @classmethod
-    def build(cls, vocab_size: int, encoder: EncoderSpec, decoder: DecoderSpec, *, blind: bool = False) -> Captioner:
+    def build(
+        cls, vocab_size: int, encoder: EncoderSpec, decoder: DecoderSpec, *, blind: bool = False, bos: int = 1
+    ) -> Captioner:
+        """The captioner the specs describe; ``bos``: the ``<bos>`` index (``first_input`` zero fixes its embedding)."""
         if encoder.arch == "resnet":
             cnn: Encoder = ResNetEncoder(
                 encoder.depth,
@@ -89,6 +99,7 @@ class Captioner(nn.Module):
                 trainable=encoder.trainable,
                 output_stride=encoder.output_stride,
                 train_attention=encoder.train_attention,
+                train_modules=encoder.train_modules,
             )
         else:
             cnn = VGGEncoder(
@@ -97,6 +108,7 @@ class Captioner(nn.Module):
                 weights=encoder.weights,
                 width=encoder.width,
                 trainable=encoder.trainable,
+                train_modules=encoder.train_modules,
             )
         sca = {"order": decoder.sca_order, "layers": decoder.sca_layers} if decoder.attention == "sca" else {}
         lstm = LSTMDecoder(
@@ -107,17 +119,31 @@ class Captioner(nn.Module):
             attn_dim=decoder.attn_dim,
             attention=decoder.attention,
             dropout=decoder.dropout,
+            output=decoder.output,
+            zero_token=bos if decoder.first_input == "zero" else None,
             **sca,
         )
         return cls(cnn, lstm, blind=blind)
 
-    def encode(self, images: torch.Tensor) -> Memory:
-        """images (B, 3, H, W) -> decoder memory: batch-first tensors the attention reads at every step."""
+    def features(self, images: torch.Tensor) -> Features:
+        """images (B, 3, H, W) -> what the decoder attention reads from the CNN below the layers it recomputes (for
+        SCA the last block's input and the lowest attended map, else the final map): what ``captioning extract``
+        stores for a frozen encoder, and what :meth:`encode` takes instead of the images."""
+        return self.decoder.attention.features(self.encoder, images)
+
+    def encode(self, inputs: Inputs) -> Memory:
+        """images (B, 3, H, W), or their :meth:`features` -> decoder memory: batch-first tensors the attention reads
+        at every step."""
+        if isinstance(inputs, dict):
+            prepare = functools.partial(self.decoder.attention.from_features, self.encoder)
+        else:
+            prepare = functools.partial(self.decoder.prepare, self.encoder)
         if not self.blind:
-            return self.decoder.prepare(self.encoder, images)
+            return prepare(inputs)
         with torch.no_grad():  # blind: one image for the shapes, then zeros for every image
-            probe = self.decoder.prepare(self.encoder, images[:1])
-        return {name: value.new_zeros((images.shape[0], *value.shape[1:])) for name, value in probe.items()}
+            probe = prepare(_first_row(inputs))
+        rows, _ = input_rows(inputs)
+        return {name: value.new_zeros((rows, *value.shape[1:])) for name, value in probe.items()}
 
     def init_state(self, memory: Memory) -> State:
         return self.decoder.init_state(memory)
@@ -130,14 +156,14 @@ class Captioner(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor,
+        images: Inputs,
         tokens: torch.Tensor,
         *,
         lengths: torch.Tensor | None = None,
         sample_prob: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Teacher forcing: images (B, 3, H, W), input tokens (B*R, T) -> logits (B*R, T, V) and attention
-        weights by name, each stacked over steps: (B*R, T, ...).
+        """Teacher forcing: images (B, 3, H, W) (or their :meth:`features`), input tokens (B*R, T) -> logits
+        (B*R, T, V) and attention weights by name, each stacked over steps: (B*R, T, ...).
 
         R >= 1 captions per image, image-major: each image is encoded once and its memory repeated R times.
         ``lengths`` (B*R,): each row's number of real steps. Then the decoder runs, at step t, only the rows still
@@ -151,9 +177,10 @@ class Captioner(nn.Module):
         the reference word (no gradient through the draw).
         """
         rows, steps = tokens.shape
-        repeats, remainder = divmod(rows, images.shape[0])
+        images_in = input_rows(images)[0]
+        repeats, remainder = divmod(rows, images_in)
         if remainder or not repeats:
-            raise ValueError(f"{rows} captions do not split evenly over {images.shape[0]} images")
+            raise ValueError(f"{rows} captions do not split evenly over {images_in} images")
         memory = self.encode(images)
         if repeats > 1:
             memory = {name: value.repeat_interleave(repeats, dim=0) for name, value in memory.items()}  # (B*R, ...)
@@ -182,12 +209,14 @@ class Captioner(nn.Module):
         decoder = self.decoder
         embedded = decoder.embed(tokens) if not sample_prob else None  # (R, T, E): all reference words at once
         outputs: list[torch.Tensor] = []  # step t: logits (n_t, V) when sampling, else h_t (n_t, D)
+        words: list[torch.Tensor] = []  # step t: the input words E y_{t-1} (n_t, E) when not sampling
         weights: list[dict[str, torch.Tensor]] = []  # step t: {name: (n_t, ...)}
         for t, active in enumerate(running):
             state = (state[0][:active], state[1][:active])  # (n_t, D): the rows that ended are dropped for good
             now = {name: value[:active] for name, value in memory.items()}
             if embedded is not None:
-                state, step_weights = decoder.advance(embedded[:active, t], state, now, self.encoder)
+                words.append(embedded[:active, t])  # (n_t, E)
+                state, step_weights = decoder.advance(words[-1], state, now, self.encoder)
                 outputs.append(state[0])  # (n_t, D)
             else:
                 word = tokens[:active, t]  # (n_t,)
@@ -199,9 +228,19 @@ class Captioner(nn.Module):
                 outputs.append(step_logits)
             weights.append(step_weights)
         if embedded is not None:  # the output layer once, on every (row, step) that ran, packed: (sum_t n_t, V)
-            outputs = list(decoder.logits(torch.cat(outputs)).split(running))
+            outputs = list(decoder.logits(torch.cat(outputs), torch.cat(words)).split(running))
         stacked = {name: _pad_steps([w[name] for w in weights], rows, steps) for name in weights[0]}
         return _pad_steps(outputs, rows, steps), stacked  # (R, T, V), {name: (R, T, ...)}
+
+
+def input_rows(inputs: Inputs) -> tuple[int, torch.device]:
+    """The number of images and their device, for images (B, 3, H, W) or their features {name: (B, ...)}."""
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs
+    return first.shape[0], first.device
+
+
+def _first_row(inputs: Inputs) -> Inputs:
+    return {name: value[:1] for name, value in inputs.items()} if isinstance(inputs, dict) else inputs[:1]
 
 
 def _pad_steps(outputs: list[torch.Tensor], rows: int, steps: int) -> torch.Tensor:

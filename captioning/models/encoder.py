@@ -6,11 +6,22 @@ maps of the CNN and feeds each attended map to the layers above it: V^{l+1} = CN
 lowest attended map therefore runs again at every word; everything below it runs once per image. Every encoder
 exposes three attendable levels; level 2 is always the final map that ``forward`` returns.
 
-ResNet: as in the official code (ResNet-152: ``res5c_branch2b`` then ``res5c``), the maps of the last residual block:
+ResNet: as in the official code (ResNet-152: ``res5c_branch2b`` then ``res5c``), the maps of the last residual block.
+Bottleneck blocks (ResNet-50+), the official code's options (its lowest attended layer is ``res5c_branch2a`` or
+``res5c_branch2b``; the paper's 3-layer ablation adds ``res5c_branch2a`` below the two):
 
-    level 0  its input (the output of the block before it)           e.g. layer4.1   (2048 x 7 x 7, ResNet-50+)
-    level 1  its inner conv output (after BN and ReLU)                e.g. layer4.2.conv2 (512 x 7 x 7)
-    level 2  its output = ``layer4``                                  e.g. layer4     (2048 x 7 x 7)
+    level 0  its first conv's output (after BN and ReLU)   res5c_branch2a  layer4.2.conv1 (512 x 7 x 7)
+    level 1  its second conv's output (after BN and ReLU)  res5c_branch2b  layer4.2.conv2 (512 x 7 x 7)
+    level 2  its output = ``layer4``                        res5c           layer4         (2048 x 7 x 7)
+
+Basic blocks (ResNet-18/34) have one inner conv, so their level 0 is the block's input:
+
+    level 0  its input (the output of the block before it)                  layer4.0       (512 x 3 x 3 at 96 px)
+    level 1  its first conv's output (after BN and ReLU)                    layer4.1.conv1 (512 x 3 x 3)
+    level 2  its output = ``layer4``                                        layer4
+
+The block's input is the identity shortcut of level 2: un-attended for bottleneck blocks, attended when it is an
+attended level 0 of a basic block.
 
 VGG: the outputs (after ReLU) of the last three convs, before the last max-pool (stride 16: 14 x 14 at 224 px).
 torchvision indexes VGG layers only by number, so the levels carry the paper's (Caffe) names:
@@ -20,7 +31,7 @@ torchvision indexes VGG layers only by number, so the levels carry the paper's (
 
 The official code attends conv5_3 and conv5_4 of VGG-19 (the default, ``level_names()[1:]``); VGG-16 has no
 conv5_4, so its default pair is the analogous conv5_2, conv5_3. A third attended layer is conv5_2 (VGG-19) or
-conv5_1 (VGG-16). VGG has no shortcut, so ``lift`` ignores ``block_input``.
+conv5_1 (VGG-16). VGG has no shortcut, so ``lift`` ignores ``block_input`` (for VGG, the level-0 map).
 
 ``lift`` pushes a (possibly attended) map one level up, batched over every row it is given (images x beams).
 In the per-word lifts BN always uses its running statistics (the block's own BNs and the BN of its CBAM spatial
@@ -43,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from captioning.errors import ConfigError
 from captioning.models.backbones import VGG, AttentiveResNet, load_imagenet_weights
 
 
@@ -60,10 +72,19 @@ class Encoder(nn.Module):
         train_attention: whether the attention modules inside the backbone (CBAM, SE; named ``*.attention``) keep
             training where the rest is frozen (``trainable`` false, or a stage frozen by :meth:`set_frozen`): grafted
             onto pretrained weights they are the new, untrained part. Their BN statistics stay fixed there.
+        train_modules: with ``trainable`` false, backbone modules (torchvision names, e.g. ``layer4.2.conv3`` or
+            ``layer4``) whose weights still train, BN statistics fixed: the official SCA-CNN recipe trains only the
+            1x1 conv after the lowest attended map (``res5c_branch2c``) of a frozen ResNet-152.
     """
 
     def __init__(
-        self, backbone: nn.Module, *, out_channels: int, trainable: bool, train_attention: bool = True
+        self,
+        backbone: nn.Module,
+        *,
+        out_channels: int,
+        trainable: bool,
+        train_attention: bool = True,
+        train_modules: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -73,6 +94,16 @@ class Encoder(nn.Module):
         self.frozen: set[str] = set()  # backbone children frozen for now (see set_frozen)
         self.backbone.requires_grad_(trainable)
         self._keep_attention_trainable()
+        if train_modules and trainable:
+            raise ConfigError("encoder train_modules picks what trains in a frozen backbone: set trainable false too")
+        for name in train_modules:
+            try:
+                backbone.get_submodule(name).requires_grad_(True)
+            except AttributeError:
+                stages = [n for n, _ in backbone.named_children()]
+                raise ConfigError(
+                    f"encoder train_modules: the backbone has no module {name!r} ({stages} ...)"
+                ) from None
 
     def _keep_attention_trainable(self) -> None:
         if self.train_attention:
@@ -116,28 +147,49 @@ class Encoder(nn.Module):
         """Channels of the maps at levels 0, 1, 2."""
         raise NotImplementedError
 
+    #: whether level 0 is the last block's input (so attending it changes the block's shortcut too)
+    level0_is_block_input: bool = True
+
     def encode_below(self, images: torch.Tensor) -> torch.Tensor:
-        """images (B, 3, H, W) -> the map at level 0 (B, C_0, h, w): everything below the attendable levels."""
+        """images (B, 3, H, W) -> the last block's input (B, C_in, h, w): everything below the attendable levels
+        (for VGG and basic blocks, the level-0 map itself)."""
         raise NotImplementedError
 
-    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2, each (B, C_l, h, w). Runs once per image.
+    def enter(self, block_input: torch.Tensor, *, batch_stats: bool = False) -> torch.Tensor:
+        """The last block's input (B, C_in, h, w) -> the level-0 map (B, C_0, h, w) (the identity where level 0 is
+        the block input)."""
+        return block_input
 
-        The upper two come from :meth:`lift` itself (with BN as the module runs it, see the module docstring), so
-        the un-attended pass and the per-word recomputation are one code path.
+    def encode_block(
+        self, images: torch.Tensor
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """images (B, 3, H, W) -> the block input and the un-attended maps at levels 0, 1, 2, each (B, C_l, h, w).
+        Runs once per image.
+
+        The levels come from :meth:`enter` and :meth:`lift` themselves (with BN as the module runs it, see the
+        module docstring), so the un-attended pass and the per-word recomputation are one code path.
         """
-        low = self.encode_below(images)  # (B, C_0, h, w)
-        middle = self.lift(low, 0, block_input=low, batch_stats=True)  # (B, C_1, h, w)
-        return low, middle, self.lift(middle, 1, block_input=low, batch_stats=True)  # ..., (B, C_2, h, w)
+        block_input = self.encode_below(images)  # (B, C_in, h, w)
+        return block_input, self.levels_from(block_input)
+
+    def levels_from(self, block_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last block's input (B, C_in, h, w) -> the un-attended maps at levels 0, 1, 2."""
+        low = self.enter(block_input, batch_stats=True)  # (B, C_0, h, w)
+        middle = self.lift(low, 0, block_input=block_input, batch_stats=True)  # (B, C_1, h, w)
+        return low, middle, self.lift(middle, 1, block_input=block_input, batch_stats=True)  # ..., (B, C_2, h, w)
+
+    def encode_levels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """images (B, 3, H, W) -> the un-attended maps at levels 0, 1, 2 (see :meth:`encode_block`)."""
+        return self.encode_block(images)[1]
 
     def lift(
         self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
     ) -> torch.Tensor:
         """Pushes a map (R, C_level, h, w) from ``level`` (0 or 1) one level up, for R rows (images x beams).
 
-        ``block_input`` is the level-0 map as this step sees it (attended when level 0 is attended); encoders
-        with a shortcut around levels 1-2 (ResNet) add it, the others ignore it. ``batch_stats``: BN as the module
-        runs it, for the once-per-image pass only.
+        ``block_input`` is the last block's input as this step sees it (attended when it is an attended level 0);
+        encoders with a shortcut around the block (ResNet) add it at level 2, the others ignore it.
+        ``batch_stats``: BN as the module runs it, for the once-per-image pass only.
         """
         raise NotImplementedError
 
@@ -151,6 +203,7 @@ class ResNetEncoder(Encoder):
         weights: torchvision ImageNet weights name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``) or None for random init.
         width: base width (64 = standard; smaller for fast CPU models, random init only).
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+        train_modules: see :class:`Encoder`.
         train_attention: see :class:`Encoder`; None: when the gates are new, grafted onto ``weights``.
         output_stride: 32 (torchvision's) or 16: ``layer4`` keeps ``layer3``'s resolution (twice the grid side,
             e.g. 6 x 6 instead of 3 x 3 at 96 px), its later 3x3 convs dilated by 2 so their receptive field stays
@@ -170,6 +223,7 @@ class ResNetEncoder(Encoder):
         trainable: bool = True,
         output_stride: Literal[32, 16] = 32,
         train_attention: bool | None = None,
+        train_modules: tuple[str, ...] = (),
     ) -> None:
         # with pretrained weights, the gates start at exactly 1 (the network is the pretrained one at step 0)
         backbone = AttentiveResNet(depth, attention=attention, width=width, graft=weights is not None)
@@ -183,7 +237,11 @@ class ResNetEncoder(Encoder):
         if train_attention is None:
             train_attention = weights is not None
         super().__init__(
-            backbone, out_channels=backbone.out_channels, trainable=trainable, train_attention=train_attention
+            backbone,
+            out_channels=backbone.out_channels,
+            trainable=trainable,
+            train_attention=train_attention,
+            train_modules=train_modules,
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -193,22 +251,35 @@ class ResNetEncoder(Encoder):
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))  # (B, C, H/32, W/32)
 
     # -- SCA-CNN: the last block, split into attendable levels (see the module docstring) ------------------------
+    @property
+    def level0_is_block_input(self) -> bool:  # type: ignore[override]
+        return not isinstance(self.backbone.layer4[-1], Bottleneck)
+
     def level_names(self) -> tuple[str, str, str]:
         """torchvision names of the maps at levels 0, 1, 2."""
         last = len(self.backbone.layer4) - 1
-        inner = "conv2" if isinstance(self.backbone.layer4[last], Bottleneck) else "conv1"
-        return f"layer4.{last - 1}", f"layer4.{last}.{inner}", "layer4"
+        if isinstance(self.backbone.layer4[last], Bottleneck):
+            return f"layer4.{last}.conv1", f"layer4.{last}.conv2", "layer4"
+        return f"layer4.{last - 1}", f"layer4.{last}.conv1", "layer4"
 
     def level_channels(self) -> tuple[int, int, int]:
         block = self.backbone.layer4[-1]
-        inner = block.bn2 if isinstance(block, Bottleneck) else block.bn1
-        return self.out_channels, inner.num_features, self.out_channels
+        if isinstance(block, Bottleneck):
+            return block.bn1.num_features, block.bn2.num_features, self.out_channels
+        return self.out_channels, block.bn1.num_features, self.out_channels
 
     def encode_below(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> the last block's input (B, C, H/32, W/32)."""
         b = self.backbone
         x = b.maxpool(b.relu(b.bn1(b.conv1(images))))  # (B, w, H/4, W/4)
         return b.layer4[:-1](b.layer3(b.layer2(b.layer1(x))))  # (B, C, h, w)
+
+    def enter(self, block_input: torch.Tensor, *, batch_stats: bool = False) -> torch.Tensor:
+        """Bottleneck: the block input (B, C, h, w) -> its first conv's output (B, planes, h, w); basic: identity."""
+        block = self.backbone.layer4[-1]
+        if not isinstance(block, Bottleneck):
+            return block_input
+        return block.relu(_bn(block.bn1, block.conv1(block_input), batch_stats))  # (B, planes, h, w)
 
     def lift(
         self, x: torch.Tensor, level: int, *, block_input: torch.Tensor, batch_stats: bool = False
@@ -217,18 +288,18 @@ class ResNetEncoder(Encoder):
 
         Args:
             x: the map at ``level`` (attended or not), (R, C_level, h, w) for R rows (images x beams).
-            level: 0 (block input -> inner conv output) or 1 (inner -> block output).
-            block_input: the block's input as this step sees it (the attended level-0 map when level 0 is
-                attended, else the cached one): the identity shortcut adds it.
+            level: 0 (-> the inner conv output: conv2 of a bottleneck, conv1 of a basic block) or 1 (-> the block
+                output).
+            block_input: the block's input as this step sees it (for a basic block the attended level-0 map when
+                level 0 is attended, else the cached one): the identity shortcut adds it.
             batch_stats: BN as the module runs it (batch statistics while training, updating the running ones):
                 for the once-per-image un-attended pass only (see the module docstring).
         """
         block = self.backbone.layer4[-1]
         if level == 0:
-            out = block.relu(_bn(block.bn1, block.conv1(x), batch_stats))  # (R, planes, h, w)
             if isinstance(block, Bottleneck):
-                out = block.relu(_bn(block.bn2, block.conv2(out), batch_stats))  # (R, planes, h, w)
-            return out
+                return block.relu(_bn(block.bn2, block.conv2(x), batch_stats))  # (R, planes, h, w)
+            return block.relu(_bn(block.bn1, block.conv1(x), batch_stats))  # (R, planes, h, w)
         if level == 1:
             conv, bn = (block.conv3, block.bn3) if isinstance(block, Bottleneck) else (block.conv2, block.bn2)
             shortcut = block_input if block.downsample is None else block.downsample(block_input)
@@ -271,6 +342,7 @@ class VGGEncoder(Encoder):
         weights: str | None = None,
         width: int = 64,
         trainable: bool = True,
+        train_modules: tuple[str, ...] = (),
     ) -> None:
         backbone = VGG(depth, batch_norm=batch_norm, width=width, num_classes=None)  # no classifier: never used
         if weights:
@@ -278,7 +350,7 @@ class VGGEncoder(Encoder):
         # Drop the last max-pool too (the slice keeps torchvision's indices, so state-dict keys are unchanged):
         # SCA-CNN attends the conv5 maps, 14 x 14 at 224 px.
         backbone.features = backbone.features[:-1]
-        super().__init__(backbone, out_channels=backbone.out_channels, trainable=trainable)
+        super().__init__(backbone, out_channels=backbone.out_channels, trainable=trainable, train_modules=train_modules)
         self.depth = depth
         convs = [i for i, layer in enumerate(backbone.features) if isinstance(layer, nn.Conv2d)]
         self.starts = convs[-3:]  # where levels 0, 1, 2 begin: each is conv (+ BN) + ReLU

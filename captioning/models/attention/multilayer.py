@@ -41,7 +41,8 @@ class MultiLayerSCA(nn.Module):
         attn_dim: attention size k (512 in the official code).
         order: ``cs`` (channel then spatial; the paper's best), ``sc``, ``c`` or ``s``.
         layers: torchvision names of the attended maps (``encoder.level_names()``); empty: the paper's two,
-            the last block's inner conv and ``layer4`` (``layer4.2.conv2`` and ``layer4`` for ResNet-50+).
+            the last block's inner conv and ``layer4`` (``layer4.2.conv2`` and ``layer4`` for ResNet-50+; the
+            paper's third layer below them is ``layer4.2.conv1``, res5c_branch2a).
     """
 
     def __init__(
@@ -68,11 +69,32 @@ class MultiLayerSCA(nn.Module):
 
     def prepare(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> memory: the block input, the lowest attended map, and ``pooled`` (B, C)."""
-        maps = encoder.encode_levels(images)  # un-attended maps at levels 0, 1, 2
+        return self.from_features(encoder, self.features(encoder, images))
+
+    def features(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> what lies below the recomputed layers: ``block_input`` (B, C_in, h, w), the last
+        block's input, and ``low`` (B, C_l, h, w), the un-attended lowest attended map (left out where it is the
+        block input itself)."""
+        block_input = encoder.encode_below(images)  # (B, C_in, h, w)
+        if self.levels[0] == 0 and encoder.level0_is_block_input:
+            return {"block_input": block_input}
+        low = encoder.enter(block_input, batch_stats=True)  # (B, C_0, h, w)
+        for level in range(self.levels[0]):
+            low = encoder.lift(low, level, block_input=block_input, batch_stats=True)  # (B, C_l, h, w)
+        return {"block_input": block_input, "low": low}
+
+    def from_features(self, encoder: Encoder, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """:meth:`features` -> memory: the block input, the lowest attended map, and ``pooled`` (B, C), the
+        un-attended ``layer4`` pushed up from the lowest attended map (as :meth:`Encoder.encode_block` does)."""
+        block_input = features["block_input"]
+        low = features.get("low", block_input)
+        top = low
+        for level in range(self.levels[0], 2):
+            top = encoder.lift(top, level, block_input=block_input, batch_stats=True)  # -> (B, C, h, w) at level 2
         return {
-            "block_input": maps[0],  # (B, C_0, h, w): the shortcut when level 0 is not attended
-            "low": maps[self.levels[0]],  # (B, C_l, h, w)
-            "pooled": _unit_rms(maps[2].mean(dim=(2, 3))),  # (B, C)
+            "block_input": block_input,  # (B, C_in, h, w): the shortcut, unless it is an attended level 0
+            "low": low,  # (B, C_l, h, w)
+            "pooled": _unit_rms(top.mean(dim=(2, 3))),  # (B, C)
         }
 
     def forward(
@@ -86,7 +108,7 @@ class MultiLayerSCA(nn.Module):
                 x = encoder.lift(x, level, block_input=block_input)
                 level += 1
             x, alphas, betas = attend(x, hidden)  # (R, C_l, h, w), (R, N) | None, (R, C_l) | None
-            if level == 0:  # the block now sees the attended input, its shortcut included
+            if level == 0 and encoder.level0_is_block_input:  # the block sees the attended input, shortcut too
                 block_input = x
             if alphas is not None:
                 weights[f"alpha.{name}"] = alphas

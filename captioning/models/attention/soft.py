@@ -12,7 +12,10 @@ not depend on t, so ``prepare`` computes it once per image and every step reuses
 The decoder attention protocol (shared with multi-layer SCA-CNN):
     ``prepare(encoder, images)`` runs the CNN once per image and returns a ``memory`` dict of batch-first tensors,
     always with ``pooled`` (B, C) for the LSTM's initial state; beam search repeats it along dim 0 without knowing
-    what else is in it.
+    what else is in it. It is ``from_features(encoder, features(encoder, images))``:
+    ``features(encoder, images)`` is what the attention reads from the CNN below the layers it recomputes (here the
+    final map; for SCA the last block's input and lowest attended map): what ``captioning extract`` stores for a
+    frozen encoder. ``from_features(encoder, features)`` makes the memory from it.
     ``forward(memory, hidden, encoder)`` returns the context (B, C) and a dict of named attention weights
     (``alpha``: (B, N) spatial, over locations).
 """
@@ -25,16 +28,30 @@ from torch import nn
 from captioning.models.encoder import Encoder
 
 
-def _grid(encoder: Encoder, images: torch.Tensor) -> torch.Tensor:
-    return encoder(images).flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, N, C)
+class _FinalMap(nn.Module):
+    """The part of the protocol shared by attentions over the final map (``none``, ``soft``)."""
 
-
-class MeanAttention(nn.Module):
-    """The ``none`` baseline: the context is the mean feature vector, the same at every step (no weights)."""
+    def features(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images (B, 3, H, W) -> {``map``: the final map (B, C, h, w)}."""
+        return {"map": encoder(images)}
 
     def prepare(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images (B, 3, H, W) -> memory with ``pooled`` (B, C), the mean layer4 feature."""
-        return {"pooled": _grid(encoder, images).mean(dim=1)}
+        return self.from_features(encoder, self.features(encoder, images))
+
+    def from_features(self, encoder: Encoder, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def _grid(features: dict[str, torch.Tensor]) -> torch.Tensor:
+    return features["map"].flatten(2).transpose(1, 2)  # (B, C, h, w) -> (B, N, C)
+
+
+class MeanAttention(_FinalMap):
+    """The ``none`` baseline: the context is the mean feature vector, the same at every step (no weights)."""
+
+    def from_features(self, encoder: Encoder, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{``map``} -> memory with ``pooled`` (B, C), the mean layer4 feature."""
+        return {"pooled": _grid(features).mean(dim=1)}
 
     def forward(
         self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: Encoder
@@ -42,7 +59,7 @@ class MeanAttention(nn.Module):
         return memory["pooled"], {}
 
 
-class SoftAttention(nn.Module):
+class SoftAttention(_FinalMap):
     """Show-Attend-Tell soft attention with the scalar gate beta_t (see the module docstring)."""
 
     def __init__(self, encoder_dim: int, hidden_dim: int, attn_dim: int) -> None:
@@ -52,10 +69,10 @@ class SoftAttention(nn.Module):
         self.score = nn.Linear(attn_dim, 1)  # w
         self.gate = nn.Linear(hidden_dim, 1)  # f_beta
 
-    def prepare(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """images -> memory: ``features`` a_i (B, N, C), ``projected`` W_a a_i (B, N, A), ``pooled`` (B, C)."""
-        features = _grid(encoder, images)  # (B, N, C)
-        return {"features": features, "projected": self.feature_proj(features), "pooled": features.mean(dim=1)}
+    def from_features(self, encoder: Encoder, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """{``map``} -> memory: ``features`` a_i (B, N, C), ``projected`` W_a a_i (B, N, A), ``pooled`` (B, C)."""
+        grid = _grid(features)  # (B, N, C)
+        return {"features": grid, "projected": self.feature_proj(grid), "pooled": grid.mean(dim=1)}
 
     def forward(
         self, memory: dict[str, torch.Tensor], hidden: torch.Tensor, encoder: Encoder
