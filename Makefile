@@ -36,3 +36,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/beam_speed.py
 	$(BIN)/python benchmarks/cider_speed.py
 	$(BIN)/python benchmarks/loader_speed.py
+	$(BIN)/python benchmarks/features.py --threads 2

@@ -10,8 +10,9 @@ A step is ``CaptioningModule.loss`` + backward + the optimizer on a small batch 
 
 The last table turns counted FLOPs into an epoch cost on one GPU for the README's recipe table: 113,287 training
 images (82,783 for the paper's train-only split) at an assumed 30% of an H100's 989 TFLOP/s dense bf16, an
-assumption until ``benchmarks/gpu.py`` (issue 16) measures it on a GPU. SCST's step is counted with 5 sampled
-captions of 16 words and a greedy one.
+assumption until ``benchmarks/gpu.py`` (issue 16) measures it on a GPU, and an optimistic one: the decoder runs
+word by word in small kernels, which seldom reach that rate. SCST's step is counted with 5 sampled captions of 16
+words and a greedy one.
 Run: ``.venv/bin/python benchmarks/features.py [--threads N] [--batch B] [--repeats R] [--smoke]``.
 """
 
@@ -132,11 +133,12 @@ def main() -> None:
     print(
         f"\nEpoch cost on one GPU from counted FLOPs, at an assumed {GPU_RATE / 1e12:.0f} TFLOP/s (see the docstring):"
     )
-    print("| stage | GFLOPs / image | images / epoch | hours / epoch |")
-    print("|---|---|---|---|")
+    print("| stage | GFLOPs / image | images / epoch | PFLOPs / epoch | minutes / epoch |")
+    print("|---|---|---|---|---|")
     for stage, value in per_image.items():
         count = 82_783 if stage.startswith("paper") else 113_287
-        print(f"| {stage} | {value / 1e9:.1f} | {count:,} | {value * count / GPU_RATE / 3600:.2f} |")
+        epoch = value * count
+        print(f"| {stage} | {value / 1e9:.1f} | {count:,} | {epoch / 1e15:.1f} | {epoch / GPU_RATE / 60:.1f} |")
 
 
 if __name__ == "__main__":

@@ -24,3 +24,21 @@ def test_train_step_benchmark_prints_flops_time_and_the_profile_groups():
     assert abs(rate * seconds - gflop["sca"]) <= 0.05 * gflop["sca"] + 0.01  # GFLOP/s = counted GFLOP / time
     assert lines[0].startswith("1 CPU threads")  # --threads is applied
     assert "operator calls" in result.stdout and "convolution" in result.stdout and "matrix products" in result.stdout
+
+
+def test_features_benchmark_prints_the_ratio_bytes_and_stage_costs():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "features.py"), "--smoke", "--repeats", "1", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|") for line in result.stdout.splitlines()}
+    for attention in ("sca", "soft"):
+        images, features = rows[(attention, "images")], rows[(attention, "features")]
+        assert float(features[5]) < float(images[5])  # the frozen CNN's FLOPs are gone
+        assert rows[(attention, "ratio")][4].strip().startswith("**")
+    # width 8 ResNet-50 at 64 px: SCA stores the block input (256 x 2 x 2) and layer4.2.conv2 (64 x 2 x 2) in float16
+    assert rows[("sca", "features")][6].strip() == "2,560 (float16)"
+    stages = [line for line in result.stdout.splitlines() if line.startswith(("| stage ", "| paper"))]
+    assert len(stages) == 5 and all(float(row.split("|")[2]) > 0 for row in stages[1:])  # header + 4 stages

@@ -276,3 +276,22 @@ def test_spreadsheet_csv_with_byte_order_mark_and_bad_ids_and_categories(tmp_pat
     (tmp_path / "i.json").write_text(json.dumps({**instances, "categories": [{"id": 1, "name": "circle"}]}))
     with pytest.raises(CaptioningError, match=r"i\.json: annotations\[0\] needs a 4-number 'bbox' and a 'category_id'"):
         read_coco_captions(tmp_path / "c.json", tmp_path, split="train", instances_file=tmp_path / "i.json")
+
+
+def test_val_and_test_references_without_a_word_are_kept_and_training_captions_dropped(tmp_path):
+    """A reference that tokenizes to nothing counts in pycocoevalcap's scores (CIDEr-D's document frequencies, BLEU's
+    closest length), so ``evaluate`` must keep it, as ``captioning score`` does; as a training target it is dropped."""
+    captions = {
+        "images": [{"id": 7, "file_name": "a.png", "height": 8, "width": 8}],
+        "annotations": [
+            {"id": 1, "image_id": 7, "caption": "a red square"},
+            {"id": 2, "image_id": 7, "caption": "..."},
+        ],
+    }
+    (tmp_path / "captions.json").write_text(json.dumps(captions))
+    with pytest.warns(DataWarning, match=r"kept 1 val/test reference\(s\) without a word"):
+        [val] = read_coco_captions(tmp_path / "captions.json", tmp_path / "images", split="val")
+    assert val.captions == ("a red square", "...")
+    with pytest.warns(DataWarning, match=r"dropped 1 empty caption\(s\)"):
+        [train] = read_coco_captions(tmp_path / "captions.json", tmp_path / "images", split="train")
+    assert train.captions == ("a red square",)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from captioning.cli import build_from_config, cli_main
 from captioning.commands import extract, run_evaluation
@@ -14,6 +15,7 @@ from captioning.data.features import FeatureStore
 from captioning.data.records import DataWarning
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError, ConfigError
+from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 FROZEN = ["--model.encoder.trainable", "false"]
@@ -143,3 +145,29 @@ def test_evaluate_on_features_gives_the_captions_and_scores_of_evaluate_on_image
     assert on_features == on_images
     results = [json.loads((tmp_path / d / "results.json").read_text()) for d in ("images", "features")]
     assert results[0] == results[1] and len(results[0]) == 5
+
+
+@pytest.mark.parametrize(
+    ("encoder", "layers"),
+    [
+        (EncoderSpec(depth=18, attention="cbam", width=8), ()),  # basic blocks, lowest level the inner conv
+        (EncoderSpec(depth=18, width=8), ("layer4.0", "layer4")),  # lowest level the block input itself
+        (EncoderSpec(depth=50, width=8), ("layer4.2.conv1", "layer4.2.conv2", "layer4")),  # the paper's 3 layers
+        (EncoderSpec(arch="vgg", depth=16, width=8), ()),  # no shortcut: only the lowest map is stored
+    ],
+)
+def test_the_memory_from_features_is_the_memory_from_images(encoder, layers):
+    torch.manual_seed(0)
+    decoder = DecoderSpec(attention="sca", embed_dim=8, hidden_dim=16, attn_dim=8, sca_layers=layers)
+    captioner = Captioner.build(20, encoder, decoder).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = captioner.features(images)
+        expected, got = captioner.encode(images), captioner.encode(features)
+    stored = (
+        {"low"} if encoder.arch == "vgg" else {"block_input"} if layers[:1] == ("layer4.0",) else {"block_input", "low"}
+    )
+    assert set(features) == stored
+    assert set(got) == set(expected)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)

@@ -61,25 +61,32 @@ def read_json(path: Path, what: str) -> Any:
 
 
 def drop_empty_captions(records: Sequence[CaptionRecord], source: Path) -> list[CaptionRecord]:
-    """Drops captions without a word (empty, whitespace, punctuation only) and then images without a caption.
+    """Drops training captions without a word (empty, whitespace, punctuation only) and then training images without
+    a caption; keeps such captions of the val and test splits, which are references.
 
-    A word is what the vocabulary's tokenizer keeps (:func:`~captioning.vocab.has_word`): such a caption would be a
-    training target of ``<eos>`` alone. Both counts go into one :class:`DataWarning` naming ``source``; a silent drop
-    would shrink a split unnoticed. (``captioning score`` reads its references with
-    :func:`~captioning.data.coco.read_coco_references` instead, which keeps them, as pycocoevalcap does.)
+    A word is what the vocabulary's tokenizer keeps (:func:`~captioning.vocab.has_word`): such a training caption
+    would be a target of ``<eos>`` alone. A reference without a word is scored as pycocoevalcap scores it (an empty
+    reference: it changes CIDEr-D's document frequencies and BLEU's closest reference length), so that ``evaluate``
+    gives the numbers ``captioning score`` and pycocoevalcap give. Every count goes into one :class:`DataWarning`
+    naming ``source``: a silent drop would shrink a split unnoticed.
     """
-    kept, empty, captionless = [], 0, 0
+    kept, empty, captionless, references = [], 0, 0, 0
     for record in records:
         captions = tuple(c for c in record.captions if has_word(c))
+        if record.split != "train":
+            references += len(record.captions) - len(captions)
+            kept.append(record)
+            continue
         empty += len(record.captions) - len(captions)
         if not captions:
             captionless += 1
             continue
         kept.append(record if len(captions) == len(record.captions) else replace(record, captions=captions))
+    problems = []
     if empty or captionless:
-        warnings.warn(
-            f"{source}: dropped {empty} empty caption(s); {captionless} image(s) left without a caption are left out",
-            DataWarning,
-            stacklevel=2,
-        )
+        problems.append(f"dropped {empty} empty caption(s); {captionless} image(s) left without a caption are left out")
+    if references:
+        problems.append(f"kept {references} val/test reference(s) without a word (scored as pycocoevalcap does)")
+    if problems:
+        warnings.warn(f"{source}: " + "; ".join(problems), DataWarning, stacklevel=2)
     return kept

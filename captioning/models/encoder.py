@@ -149,6 +149,8 @@ class Encoder(nn.Module):
 
     #: whether level 0 is the last block's input (so attending it changes the block's shortcut too)
     level0_is_block_input: bool = True
+    #: whether ``lift`` adds the block input at level 2 (a residual shortcut); VGG has none
+    has_shortcut: bool = False
 
     def encode_below(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 3, H, W) -> the last block's input (B, C_in, h, w): everything below the attendable levels
@@ -212,6 +214,7 @@ class ResNetEncoder(Encoder):
     """
 
     backbone: AttentiveResNet
+    has_shortcut = True
 
     def __init__(
         self,

@@ -73,20 +73,20 @@ class MultiLayerSCA(nn.Module):
 
     def features(self, encoder: Encoder, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """images (B, 3, H, W) -> what lies below the recomputed layers: ``block_input`` (B, C_in, h, w), the last
-        block's input, and ``low`` (B, C_l, h, w), the un-attended lowest attended map (left out where it is the
-        block input itself)."""
+        block's input (left out where no shortcut reads it: VGG), and ``low`` (B, C_l, h, w), the un-attended
+        lowest attended map (left out where it is the block input itself)."""
         block_input = encoder.encode_below(images)  # (B, C_in, h, w)
         if self.levels[0] == 0 and encoder.level0_is_block_input:
             return {"block_input": block_input}
         low = encoder.enter(block_input, batch_stats=True)  # (B, C_0, h, w)
         for level in range(self.levels[0]):
             low = encoder.lift(low, level, block_input=block_input, batch_stats=True)  # (B, C_l, h, w)
-        return {"block_input": block_input, "low": low}
+        return {"block_input": block_input, "low": low} if encoder.has_shortcut else {"low": low}
 
     def from_features(self, encoder: Encoder, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """:meth:`features` -> memory: the block input, the lowest attended map, and ``pooled`` (B, C), the
         un-attended ``layer4`` pushed up from the lowest attended map (as :meth:`Encoder.encode_block` does)."""
-        block_input = features["block_input"]
+        block_input = features.get("block_input", features.get("low"))  # VGG: unused by its lift
         low = features.get("low", block_input)
         top = low
         for level in range(self.levels[0], 2):
