@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from captioning import commands
 from captioning.cli import build_from_config, cli_main
 from captioning.commands import extract, run_evaluation
 from captioning.data.features import FeatureStore
@@ -133,7 +134,10 @@ def test_a_split_without_features_for_some_images_is_refused(shapes, features, t
         data.val_dataloader()
 
 
-def test_evaluate_on_features_gives_the_captions_and_scores_of_evaluate_on_images(shapes, features, tmp_path):
+def test_evaluate_on_features_gives_the_captions_and_scores_of_evaluate_on_images(
+    shapes, features, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(commands, "METRICS", ("Bleu", "ROUGE_L", "CIDEr"))  # no METEOR JVM start for this one
     run = tmp_path / "run"
     args = [*_config(shapes, "sca"), "--data.features", str(features["sca"]), "--trainer.max_epochs", "1"]
     args += ["--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run), "--trainer.logger", "false"]
