@@ -26,6 +26,7 @@ from captioning.data.layouts import LAYOUTS
 from captioning.data.prepare import prepare_dataset
 from captioning.data.records import CaptionRecord
 from captioning.data.shapes import generate_shapes
+from captioning.data.standin import generate_coco_standin
 from captioning.errors import CaptioningError
 from captioning.metrics import METRICS, WITH_SPICE, coco_scores
 from captioning.metrics.grounding import GroundingTarget, grounding_markdown, synonyms_for
@@ -57,9 +58,10 @@ def prepare(argv: Sequence[str]) -> None:
     )
     parser.add_argument(
         "dataset",
-        choices=["shapes", *LAYOUTS, "spice"],
-        help="shapes: generate the synthetic set; coco (Karpathy split), coco2014/coco2017 (official files), "
-        "flickr8k, flickr30k, custom: check a folder; spice: the CoreNLP jars SPICE needs (internet)",
+        choices=["shapes", "shapes-coco", *LAYOUTS, "spice"],
+        help="shapes: generate the synthetic set; shapes-coco: a COCO-size stand-in in the COCO 2014 / Karpathy "
+        "layout; coco (Karpathy split), coco2014/coco2017 (official files), flickr8k, flickr30k, custom: check a "
+        "folder; spice: the CoreNLP jars SPICE needs (internet)",
     )
     parser.add_argument("--root", type=Path, help="dataset folder to check (all but shapes and spice)")
     parser.add_argument("--out", type=Path, help="shapes: folder to write; others: where reports go (default --root)")
@@ -67,6 +69,7 @@ def prepare(argv: Sequence[str]) -> None:
     parser.add_argument("--val", type=int, default=250, help="shapes: val images")
     parser.add_argument("--test", type=int, default=250, help="shapes: test images")
     parser.add_argument("--seed", type=int, default=0, help="shapes: generator seed")
+    parser.add_argument("--scale", type=float, default=1.0, help="shapes-coco: fraction of COCO's 123,287 images")
     parser.add_argument("--image-size", type=int, help="shapes: image side (96); --cache: cached side (224)")
     parser.add_argument("--vocab-from", choices=["train", "all"], default="train", help="splits counted for vocab.json")
     parser.add_argument("--min-count", type=int, default=5, help="vocab.json keeps words seen this often")
@@ -76,6 +79,16 @@ def prepare(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     if args.dataset == "spice":
         fetch_spice_models()
+        return
+    if args.dataset == "shapes-coco":
+        if args.out is None:
+            parser.error("prepare shapes-coco needs --out DIR")
+        start = time.perf_counter()
+        counts = generate_coco_standin(
+            args.out, scale=args.scale, image_size=args.image_size or 32, seed=args.seed, workers=args.workers
+        )
+        seconds = time.perf_counter() - start
+        print(f"wrote {args.out} in {seconds:.1f} s: " + ", ".join(f"{n} {split}" for split, n in counts.items()))
         return
     if args.dataset == "shapes":
         if args.out is None:

@@ -36,10 +36,10 @@ class _Pixels(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray | None, str | None]:
         row = self.rows[index]
-        try:
-            return row, read_pixels(self.records[row], self.image_size, self.cache), None
+        try:  # numpy: a loader worker sends it with the batch, a tensor through a shared-memory segment of its own
+            return row, read_pixels(self.records[row], self.image_size, self.cache).numpy(), None
         except CaptioningError as e:
             return row, None, str(e)
 
@@ -79,7 +79,8 @@ def extract_features(
             for batch in loader:
                 good = [(row, pixels) for row, pixels, _ in batch if pixels is not None]
                 if good:
-                    images = normalize_image(torch.stack([pixels for _, pixels in good])).to(device)  # (b, 3, S, S)
+                    pixels = torch.from_numpy(np.stack([pixels for _, pixels in good]))  # (b, 3, S, S) uint8
+                    images = normalize_image(pixels).to(device)  # (b, 3, S, S)
                     with torch.inference_mode():
                         maps = captioner.features(images)  # {name: (b, C, h, w)}
                     index = np.array([row for row, _ in good])

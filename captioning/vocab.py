@@ -42,11 +42,13 @@ def has_word(caption: str) -> bool:
     return _ALNUM.search(caption) is not None
 
 
-@functools.lru_cache(maxsize=1 << 17)
+@functools.lru_cache(maxsize=1 << 20)
 def _tokens(caption: str) -> tuple[str, ...]:
     """:func:`tokenize`, memoized: nltk's Treebank regexes cost about 0.3 ms a caption, and one process tokenizes the
     same captions for the vocabulary, then for the dataset, and again for the next run (``captioning demo`` trains
-    two models; ``ablate`` several). Bounded: 131,072 captions (the shapes set has 22,500; COCO's 616,767 cycle)."""
+    two models; ``ablate`` several). Bounded: 1,048,576 captions, so that COCO's 616,767 fit (about 200 MB there;
+    with the earlier bound of 131,072 they cycled, and the first training epoch tokenized every caption again,
+    about 0.25 ms an image in ``benchmarks/scale.py``)."""
     return tuple(token for token in _TREEBANK.tokenize(caption.lower()) if any(ch.isalnum() for ch in token))
 
 

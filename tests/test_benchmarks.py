@@ -1,5 +1,6 @@
 """The benchmarks run (``--smoke``: tiny sizes), so that they cannot rot between the runs the README quotes."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,26 @@ def test_features_benchmark_prints_the_ratio_bytes_and_stage_costs():
     assert rows[("sca", "features")][6].strip() == "2,560 (float16)"
     stages = [line for line in result.stdout.splitlines() if line.startswith(("| stage ", "| paper"))]
     assert len(stages) == 5 and all(float(row.split("|")[2]) > 0 for row in stages[1:])  # header + 4 stages
+
+
+def test_gpu_benchmark_smoke_runs_every_part_and_writes_its_table_as_json(tmp_path):
+    out = tmp_path / "gpu.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report = json.loads(out.read_text())
+    assert [(r["attention"], r["input"]) for r in report["train"]] == [
+        ("sca", "images"),
+        ("sca", "features"),
+        ("soft", "images"),
+        ("soft", "features"),
+    ]
+    assert all(r["images_per_s"] > 0 and r["gflops_per_image"] > 0 for r in report["train"])
+    assert report["train"][1]["gflops_per_image"] < report["train"][0]["gflops_per_image"]  # features skip the CNN
+    assert report["largest_batch"] == {"images": 4, "features": 4}  # the smoke cap: nothing runs out on the CPU
+    assert report["beam5_images_per_s_sca"] > 0 and report["parity"]["ddp_fit_s"] > 0
+    assert 0 <= report["parity"]["cpu_CIDEr"] <= 10
+    assert "| sca | features |" in result.stdout

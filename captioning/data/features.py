@@ -154,7 +154,7 @@ class FeatureWriter:
 
     Args:
         folder: the feature folder (created).
-        identity: what makes the features (see ``captioning.extract.feature_identity``); a folder holding another
+        identity: what makes the features (see ``CaptioningModule.feature_identity``); a folder holding another
             model's features, or written with another shard count, is refused.
         shard, shards: this process writes shard ``shard`` of ``shards`` (contiguous row ranges of every split).
     """

@@ -169,9 +169,11 @@ def prepare_dataset(
     vocabulary = Vocabulary.build((c for r in counted for c in r.captions), min_count=min_count, counted=vocab_from)
 
     paths = sorted({r.path for r in records})
-    loader = DataLoader(_Checks(paths), batch_size=None, num_workers=workers, collate_fn=identity)
+    # batches of 64 checks: one transfer per batch from a worker process, not one per image
+    loader = DataLoader(_Checks(paths), batch_size=64, num_workers=workers, collate_fn=identity)
     checks = dict.fromkeys(paths)
-    for index, check in tqdm(loader, total=len(paths), desc="checking images", unit="img"):
+    items = (item for batch in loader for item in batch)
+    for index, check in tqdm(items, total=len(paths), desc="checking images", unit="img"):
         checks[paths[index]] = check
     report = PrepareReport(records, vocabulary, checks, notes)
 

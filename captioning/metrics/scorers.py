@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Hashable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.meteor.meteor import Meteor
@@ -204,26 +205,47 @@ def coco_scores(
 
     corpus: dict[str, float] = {}
     columns: dict[str, list[float]] = {}
-    for name in tqdm(metrics, desc="COCO metrics", disable=not show_progress):
-        if name == "Bleu":
-            bleu_corpus, bleu_per_image = bleu(candidates, references)
-            corpus |= bleu_corpus
-            columns |= bleu_per_image
-            continue
-        if name == "SPICE":
-            try:
-                corpus[name], columns[name] = spice_score(candidates, references)
-            except CaptioningError as skipped:  # no jars, no Java, or SPICE crashed: the other metrics stand
-                print(skipped, file=sys.stderr)
-            continue
-        score_fn = {"METEOR": meteor, "ROUGE_L": rouge_l, "CIDEr": cider_d}[name]
-        corpus[name], columns[name] = score_fn(candidates, references)
+    # METEOR is a Java process (a 5 s JVM start, then its own matching): it runs in a thread, waiting on its pipes
+    # without the GIL, while the other metrics compute here, so on two cores they hide behind it.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        java = pool.submit(meteor, candidates, references) if "METEOR" in metrics else None
+        for name in tqdm([m for m in metrics if m != "METEOR"], desc="COCO metrics", disable=not show_progress):
+            _score_one(name, candidates, references, corpus, columns)
+        if java is not None:
+            corpus["METEOR"], columns["METEOR"] = java.result()
+    order = {name: k for k, name in enumerate(metrics)}  # the caller's metric order, as before
+    rank = {key: order["Bleu" if key.startswith("Bleu") else key] for key in corpus}
+    corpus = dict(sorted(corpus.items(), key=lambda item: rank[item[0]]))
+    columns = dict(sorted(columns.items(), key=lambda item: rank[item[0]]))
 
     image_ids = sorted(candidates)
     per_image = {
         image_id: {name: values[i] for name, values in columns.items()} for i, image_id in enumerate(image_ids)
     }
     return corpus, per_image
+
+
+def _score_one(
+    name: str,
+    candidates: Mapping[int, str],
+    references: Mapping[int, Sequence[str]],
+    corpus: dict[str, float],
+    columns: dict[str, list[float]],
+) -> None:
+    """Adds metric ``name`` (not METEOR) to ``corpus`` and ``columns``."""
+    if name == "Bleu":
+        bleu_corpus, bleu_per_image = bleu(candidates, references)
+        corpus |= bleu_corpus
+        columns |= bleu_per_image
+        return
+    if name == "SPICE":
+        try:
+            corpus[name], columns[name] = spice_score(candidates, references)
+        except CaptioningError as skipped:  # no jars, no Java, or SPICE crashed: the other metrics stand
+            print(skipped, file=sys.stderr)
+        return
+    score_fn = {"ROUGE_L": rouge_l, "CIDEr": cider_d}[name]
+    corpus[name], columns[name] = score_fn(candidates, references)
 
 
 def _coco_format(
