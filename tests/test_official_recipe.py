@@ -1,5 +1,5 @@
 """The official SCA-CNN recipe's pieces: the deep output layer, the zero first input, a frozen backbone that trains
-only named modules (res5c_branch2c), Adadelta with the L2 term on the decoder only (REFERENCE.md section 8)."""
+only named modules (res5c_branch2c), Adadelta with the L2 term on the decoder only (zjuchenlong/sca-cnn.cvpr17)."""
 
 import pytest
 import torch

@@ -1,7 +1,7 @@
 """Pre-extracted CNN features: float16 memory-mapped arrays with a manifest, written by ``captioning extract``.
 
-A frozen encoder computes the same maps for an image in every epoch: the official SCA-CNN code, like most
-captioning codebases, precomputes them once (REFERENCE.md section 8). What is stored is what the decoder attention
+A frozen encoder computes the same maps for an image in every epoch: the official SCA-CNN code (its
+data/make_coco.py), like most captioning codebases, precomputes them once. What is stored is what the decoder attention
 reads from below the layers it recomputes (``Captioner.features``): for SCA the last block's input and the lowest
 attended map, for ``soft``/``none`` the final map.
 

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from captioning.data.shapes import SHAPES, _captions, _instance, _render, _sample_objects, _tokens
 
-# COCO 2014 and the Karpathy split (REFERENCE.md section 4): train2014 = train; val2014 = restval + val + test.
+# COCO 2014 and the Karpathy split (Karpathy & Fei-Fei, CVPR 2015): train2014 = train; val2014 = restval + val + test.
 COCO_COUNTS = {"train": 82_783, "restval": 30_504, "val": 5_000, "test": 5_000}
 FOLDER = {"train": "train2014", "restval": "val2014", "val": "val2014", "test": "val2014"}
 
