@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from captioning.data.cache import ImageCache
 from captioning.data.dataset import CaptionDataset, collate, image_transform
-from captioning.data.images import load_image, resize_image
+from captioning.data.images import load_image, load_resized, resize_image
 from captioning.data.records import CaptionRecord, DataWarning
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
@@ -129,3 +129,21 @@ def test_dataset_reads_the_cache_like_the_files_and_skips_bad_images(images, tmp
 def test_a_batch_of_only_unreadable_images_collates_empty():
     batch = collate([None, None])
     assert batch.skipped == 2 and batch.image_ids == [] and batch.images.shape[0] == 0 and batch.tokens.shape[0] == 0
+
+
+def test_the_fast_jpeg_path_gives_the_pixels_and_errors_of_the_pil_path(tmp_path):
+    """``load_resized`` decodes JPEGs with torchvision's decode_jpeg: the same pixels as PIL's path for every kind of
+    JPEG the bad-data fixtures hold (RGB, grey, CMYK, EXIF-rotated), and PIL's one-line errors for broken files."""
+    write_images(tmp_path)
+    checked = 0
+    for path in sorted(tmp_path.iterdir()):
+        try:
+            expected = resize_image(load_image(path), 48)
+        except CaptioningError as error:
+            with pytest.raises(CaptioningError) as got:
+                load_resized(path, 48)
+            assert str(got.value) == str(error)
+            continue
+        assert torch.equal(load_resized(path, 48), expected), path.name
+        checked += path.suffix == ".jpg"
+    assert checked >= 4  # rgb, gray, cmyk, rotated (and blank)

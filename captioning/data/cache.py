@@ -2,7 +2,7 @@
 
 Layout in the cache folder: ``images_{S}.npy``, a (N, 3, S, S) uint8 array that numpy memory-maps, and
 ``images_{S}.json``, the index (one entry per source file: path, byte size, modification time, whether it decoded).
-A row holds exactly what :func:`~captioning.data.images.resize_image` returns, so an image read from the cache is
+A row holds exactly what :func:`~captioning.data.images.load_resized` returns, so an image read from the cache is
 bit-identical to one decoded from its file.
 
 Why a memory-mapped ``.npy`` (numpy) rather than litdata, webdataset or HDF5: the images of a cache all have one
@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from captioning.data.images import load_image, resize_image
+from captioning.data.images import load_resized
 from captioning.errors import CaptioningError
 
 VERSION = 1
@@ -62,7 +62,7 @@ class _Decode(Dataset):
         # numpy, not a tensor: a worker sends each tensor through its own shared-memory segment (about 1 ms each,
         # most of a small image's cost), a numpy array through the pipe with the rest of the batch
         try:
-            return index, resize_image(load_image(self.paths[index]), self.image_size).numpy(), None
+            return index, load_resized(self.paths[index], self.image_size).numpy(), None
         except CaptioningError as e:
             return index, None, str(e)
 

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from captioning.data.cache import ImageCache
 from captioning.data.features import FeatureSplit
-from captioning.data.images import load_image, normalize_image, resize_image
+from captioning.data.images import load_resized, normalize_image, resize_image
 from captioning.data.records import CaptionRecord, DataWarning
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
@@ -146,7 +146,7 @@ def read_pixels(record: CaptionRecord, image_size: int, cache: ImageCache | None
     """The record's image as (3, S, S) uint8, from the cache when it holds the file; raises CaptioningError."""
     cached = cache.lookup(record.path) if cache is not None else None
     if cached is None:
-        return resize_image(load_image(record.path), image_size)
+        return load_resized(record.path, image_size)
     pixels, problem = cached
     if pixels is None:
         raise CaptioningError(f"{problem} (recorded when the image cache was built)")
