@@ -35,24 +35,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from captioning.data.dataset import Batch
 from captioning.data.shapes import generate_shapes
-from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.module import CaptioningModule
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import features as paper  # the sibling benchmark's model (benchmarks/ is not a package)
+
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", *(f"w{i}" for i in range(9996))]
 # Dense bf16 peak FLOP/s by device name (vendor data sheets, no sparsity); --peak-tflops for others.
 PEAKS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12, "L4": 121e12, "V100": 125e12}
 
 
 def _model(attention: str, smoke: bool) -> CaptioningModule:
-    torch.manual_seed(0)
-    width, depth = (8, 50) if smoke else (64, 152)
-    encoder = EncoderSpec(depth=depth, width=width, trainable=False, train_modules=("layer4.2.conv3",))
-    sizes = {"embed_dim": 16, "hidden_dim": 32, "attn_dim": 16} if smoke else {"embed_dim": 100, "hidden_dim": 1000}
-    decoder = DecoderSpec(attention=attention, output="deep", first_input="zero", dropout=0.5, **sizes)
-    words = WORDS[:50] if smoke else WORDS
-    size = 64 if smoke else 224
-    return CaptioningModule(words, encoder=encoder, decoder=decoder, image_size=size, attention_reg=0.0, max_len=16)
+    """The paper model of ``benchmarks/features.py`` (one definition for both benchmarks)."""
+    return paper.model(attention, smoke=smoke)
 
 
 def _batch(module: CaptioningModule, images: int, device: torch.device, *, features: bool) -> Batch:
