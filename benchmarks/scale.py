@@ -132,6 +132,8 @@ def _evaluate(root: Path) -> dict:
         subprocess.run([*command, "--no-spice"], check=True, capture_output=True)
         times[f"devices_{devices}"] = time.perf_counter() - start
         scores[devices] = json.loads((out / "scores.json").read_text())
+        timing = json.loads((out / "timing.json").read_text())
+        times |= {f"{k.removesuffix('_s')}_{devices}": v for k, v in timing.items() if k.endswith("_s")}
         results = json.loads((out / "results.json").read_text())
     return {**times, "equal": scores[1] == scores[2], "images": len(results), "CIDEr": scores[1]["CIDEr"]}
 
@@ -184,6 +186,9 @@ def main() -> None:
     if rows.get("evaluate"):
         e = next(iter(rows["evaluate"].values()))
         print(f"evaluate, 1 process {e['devices_1']:.1f} s, 2 processes {e['devices_2']:.1f} s; equal: {e['equal']}")
+        for d in (1, 2):
+            parts = ", ".join(f"{k} {e[f'{k}_{d}']:.2f} s" for k in ("test", "gather", "dedupe", "score", "broadcast"))
+            print(f"  {d} process{'es' if d > 1 else ''}: {parts} (the command's rest: start-up, data, writing)")
 
 
 def _exponent(by_size: dict[int, dict]) -> str:

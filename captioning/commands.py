@@ -280,7 +280,8 @@ def run_evaluation(
     features: str | Path | None = None,
 ) -> dict[str, float]:
     """Generates captions for a split, scores them, and writes results.json, scores.json and per_image.json; where the
-    split has boxes, also grounding.json (attention grounding and object naming, :mod:`captioning.metrics.grounding`).
+    split has boxes, also grounding.json (attention grounding and object naming, :mod:`captioning.metrics.grounding`),
+    and timing.json (seconds of the test loop, and within it of gathering, merging, scoring, broadcasting).
     ``scores.json`` holds the metrics by name, plus ``decoding`` (beam size, length penalty, minimum and maximum
     length, ...) and ``vocabulary`` (size, counted splits, minimum count) entries; the return value is the metrics.
 
@@ -321,7 +322,9 @@ def run_evaluation(
         categories = {box.category for target in targets.values() for box in target.boxes}
         module.evaluator.ground_on(targets, synonyms_for(categories))
     loader = data.val_dataloader() if split == "val" else data.test_dataloader()
+    start = time.perf_counter()
     trainer.test(module, dataloaders=loader, verbose=False)  # Lightning moves the module back to the CPU after it
+    timing = {"test_s": time.perf_counter() - start, **module.evaluator.timing, "processes": trainer.world_size}
     if trainer.is_global_zero:
         out = Path(out)
         _write_json(out / "results.json", module.last_results)
@@ -330,6 +333,9 @@ def run_evaluation(
         _write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
         if module.last_grounding:
             _write_json(out / "grounding.json", module.last_grounding)
+        # Where the time went: the whole test loop (decoding and the steps below), then within it the gathering of
+        # every process's captions, their merge by image id, the scoring on rank 0 and the scores' broadcast.
+        _write_json(out / "timing.json", timing)
         if report:  # the report's re-run decodes on the device the evaluation used, with the same arithmetic
             title = f"{Path(ckpt).name} on the {split} split of {data_root}"
             device = trainer.strategy.root_device  # this process's device (rank 0's)

@@ -144,6 +144,9 @@ def test_evaluate_with_two_processes_equals_one(run, tmp_path):
     assert len(json.loads((tmp_path / "2" / "results.json").read_text())) == 7
     grounding = [json.loads((tmp_path / d / "grounding.json").read_text()) for d in ("1", "2")]
     assert grounding[0] == grounding[1]  # per-image grounding travels and dedupes with the captions
+    timing = [json.loads((tmp_path / d / "timing.json").read_text()) for d in ("1", "2")]
+    assert [t["processes"] for t in timing] == [1, 2] and timing[0]["gather_s"] == 0.0 < timing[1]["gather_s"]
+    assert timing[1]["images"] == 7 and all(0 < t["score_s"] < t["test_s"] for t in timing)
 
 
 def test_averaging_per_rank_cider_would_differ_from_the_split_score(run, tmp_path):

@@ -11,6 +11,7 @@ those per-image tallies travel and dedupe with the captions.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -29,6 +30,9 @@ class CaptionEvaluator:
         self.tokenizer: Backend = tokenizer
         self.targets: Mapping[int, GroundingTarget] = {}
         self.synonyms: Mapping[str, str] = {}
+        # Seconds of the last compute(): gathering the shards, merging them by image id, scoring (rank 0), and
+        # broadcasting the scores; written to ``timing.json`` by ``evaluate``.
+        self.timing: dict[str, float] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -63,22 +67,32 @@ class CaptionEvaluator:
     def _gather(self) -> None:
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
+        start = time.perf_counter()
         shards: list = [None] * dist.get_world_size()
         dist.all_gather_object(shards, (self.captions, self.references, self.grounding))
+        self.timing["gather_s"] = time.perf_counter() - start
+        start = time.perf_counter()
         for captions, references, grounding in shards:  # a repeated (padded) image id simply overwrites itself
             self.captions.update(captions)
             self.references.update(references)
             self.grounding.update(grounding)
+        self.timing["dedupe_s"] = time.perf_counter() - start
 
     def compute(self) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
         """Scores every collected image once; returns (corpus scores, per-image scores) on every rank."""
+        self.timing = {"gather_s": 0.0, "dedupe_s": 0.0}
         self._gather()
         distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         result: list = [None]
+        start = time.perf_counter()
         if not distributed or dist.get_rank() == 0:
             result[0] = coco_scores(self.captions, self.references, metrics=self.metrics, tokenizer=self.tokenizer)
+        self.timing["score_s"] = time.perf_counter() - start  # other ranks: the wait for rank 0
+        start = time.perf_counter()
         if distributed:
             dist.broadcast_object_list(result, src=0)
+        self.timing["broadcast_s"] = time.perf_counter() - start
+        self.timing["images"] = len(self.captions)
         return result[0]
 
     def grounding_scores(self) -> dict[str, float | None]:
