@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check captioning tests benchmarks notebooks
 	$(BIN)/ruff format --check captioning tests benchmarks notebooks
+	$(BIN)/lint-imports
 
 test: lint
 	$(BIN)/pytest -m "not slow" -q

@@ -75,7 +75,7 @@ def run_stage(stage: str, root: Path, n: int) -> dict:
         start = time.perf_counter()  # the epoch only (the setup is its own stage)
         extra["batches"] = sum(1 for _ in data.train_dataloader())
     elif stage == "extract":
-        from captioning.commands import extract
+        from captioning.cli.extract import main as extract
 
         model = ["--model.encoder.width", "8", "--model.encoder.trainable", "false"]
         model += ["--model.decoder.attention", "soft", "--model.decoder.hidden_dim", "32"]
@@ -113,14 +113,14 @@ def _score(root: Path) -> dict:
 
 def _evaluate(root: Path) -> dict:
     """A tiny model trained for 2 steps, then ``evaluate`` of the test split in 1 and 2 processes."""
-    from captioning.cli import cli_main
+    from captioning.config import run_config
 
     run = root / "run"
     tiny = ["--config", str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml")]
     data = [f"--data.root={root}", "--data.image_size=32", "--data.annotations=karpathy"]
     data += ["--data.annotation_file=dataset_coco.json", "--data.image_dir=.", "--data.min_count=5"]
     trainer = ["--trainer.max_steps=2", "--trainer.limit_val_batches=0", "--trainer.logger=false"]
-    cli_main(["fit", *tiny, *data, *trainer, f"--trainer.default_root_dir={run}", f"--checkpoint.dirpath={run}"])
+    run_config(["fit", *tiny, *data, *trainer, f"--trainer.default_root_dir={run}", f"--checkpoint.dirpath={run}"])
     ckpt = run / "last.ckpt"
     times, scores = {}, {}
     layout = ["--annotations", "karpathy", "--annotation-file", "dataset_coco.json", "--image-dir", "."]

@@ -5,7 +5,6 @@ import torch
 import torchvision
 
 from captioning.errors import CaptioningError
-from captioning.models.attention.cbam import CBAM, SE, SpatialAttention
 from captioning.models.backbones import (
     AttentiveBasicBlock,
     AttentiveBottleneck,
@@ -13,6 +12,7 @@ from captioning.models.backbones import (
     cbam_resnet,
     load_imagenet_weights,
 )
+from captioning.models.cbam import CBAM, SE, SpatialAttention
 from captioning.models.encoder import ResNetEncoder
 
 # ../shared/REFERENCE.md section 1: torchvision v1.5 layout, 1000-class head, biased MLP r=16.

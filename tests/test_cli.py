@@ -14,14 +14,15 @@ import torch
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
-from captioning.ablation import HEADER, write_tables
-from captioning.cli import cli_main, main
-from captioning.commands import caption_images
-from captioning.commands import visualize as main_visualize
+from captioning.cli import main
+from captioning.cli.visualize import main as main_visualize
+from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.metrics import coco_scores, spice_unavailable
 from captioning.module import load_checkpoint
 from captioning.viz.attention import word_grid
+from captioning.workflows import caption_images
+from captioning.workflows.ablation import HEADER, write_tables
 
 ROOT = Path(__file__).resolve().parents[1]
 CAPTIONING = [sys.executable, "-m", "captioning.cli"]
@@ -46,11 +47,11 @@ def run(shapes, tmp_path_factory):
         "--trainer.max_epochs",
         "6",
     ]
-    initial = cli_main(["validate", *args[:4], "--trainer.limit_val_batches", "0"])  # an untrained twin, same seed
+    initial = run_config(["validate", *args[:4], "--trainer.limit_val_batches", "0"])  # an untrained twin, same seed
     batch = next(iter(initial.datamodule.train_dataloader()))
     with torch.no_grad():  # eval mode: measuring must not move the BN statistics of the trained model
         before = float(initial.model.eval().loss(batch)["xe"])
-    cli = cli_main(["fit", *args])
+    cli = run_config(["fit", *args])
     with torch.no_grad():
         after = float(cli.model.eval().loss(batch)["xe"])
     return {"out": out, "cli": cli, "before": before, "after": after, "shapes": shapes}
@@ -126,7 +127,7 @@ def test_evaluate_reads_the_karpathy_layout_by_flags_or_data_config(run, tmp_pat
 def test_predict_writes_one_caption_per_test_image(run, tmp_path):
     args = ["predict", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(run["shapes"])]
     args += ["--ckpt_path", str(run["out"] / "ckpt" / "best.ckpt"), "--predictions.output", str(tmp_path / "p.json")]
-    cli_main(args)
+    run_config(args)
     rows = json.loads((tmp_path / "p.json").read_text())
     assert [r["image_id"] for r in rows] == sorted(r.image_id for r in run["cli"].datamodule.records("test"))
     assert all(isinstance(r["caption"], str) for r in rows)
@@ -307,7 +308,7 @@ def test_wandb_offline_and_csv_loggers_record_the_run(shapes, tmp_path, monkeypa
     monkeypatch.setenv("WANDB_SILENT", "true")
     base = ["fit", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(shapes)]
     base += ["--trainer.max_epochs", "1", "--checkpoint.dirpath", str(tmp_path / "ckpt")]
-    cli_main(
+    run_config(
         [*base, "--config", str(ROOT / "configs/wandb.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)]
     )
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
@@ -318,7 +319,9 @@ def test_wandb_offline_and_csv_loggers_record_the_run(shapes, tmp_path, monkeypa
     assert any(m.startswith("images/val/attention") and m.endswith(".png") for m in media), media
     history = next(runs[0].glob("*.wandb")).read_bytes()  # flushed when fit finished the run (protobuf records)
     assert b"val/CIDEr" in history and b"val/samples" in history
-    cli_main([*base, "--config", str(ROOT / "configs/csv.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    run_config(
+        [*base, "--config", str(ROOT / "configs/csv.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    )
     rows = (next(tmp_path.glob("lightning_logs/version_*")) / "metrics.csv").read_text()
     assert "val/CIDEr" in rows.splitlines()[0] and "train/loss" in rows.splitlines()[0]
 

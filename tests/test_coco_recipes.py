@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.cli import cli_main
-from captioning.commands import extract
+from captioning.cli.extract import main as extract
+from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.errors import ConfigError
 
@@ -53,7 +53,7 @@ def coco(tmp_path_factory) -> Path:
 
 def _fit(configs: list[str], coco: Path, run: Path, *extra: str):
     args = ["fit", *(a for c in configs for a in ("--config", str(ROOT / "configs" / c))), "--data.root", str(coco)]
-    return cli_main([*args, *TINY, "--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run), *extra])
+    return run_config([*args, *TINY, "--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run), *extra])
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,7 @@ def test_coco_configs_print(configs, expected):
     args = ["fit", *(a for c in configs for a in ("--config", str(ROOT / "configs" / c))), "--print_config"]
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
-        cli_main(args)
+        run_config(args)
     assert exit_.value.code in (0, None)
     assert all(e in out.getvalue() for e in expected), out.getvalue()[:2000]
 

@@ -23,7 +23,8 @@ from bad_data import (
     write_karpathy,
 )
 
-from captioning.cli import cli_main, main
+from captioning.cli import main
+from captioning.config import run_config
 from captioning.data.coco import read_coco_captions, read_karpathy
 from captioning.data.custom import hashed_split, read_custom
 from captioning.data.datamodule import CaptionDataModule
@@ -253,7 +254,7 @@ def test_one_epoch_over_bad_files_completes_and_logs_the_skipped_count(tmp_path)
     args += ["--data.image_dir", "Flicker8k_Dataset", "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger"]
     args += ["--trainer.logger.save_dir", str(tmp_path / "logs"), "--checkpoint.dirpath", str(tmp_path / "ckpt")]
     with pytest.warns(DataWarning, match="corrupt.jpg"):
-        cli = cli_main(args)
+        cli = run_config(args)
     assert cli.trainer.current_epoch == 1 and cli.trainer.global_step == 1  # 6 readable train images: one batch
     rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
     logged = {k: float(v) for row in rows for k, v in row.items() if v and "skipped" in k}

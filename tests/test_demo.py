@@ -13,9 +13,9 @@ import pytest
 
 from captioning.cli import main
 from captioning.data.shapes import SHAPES, generate_shapes
-from captioning.demo import BackgroundFit
 from captioning.errors import CaptioningError
 from captioning.viz.report import find_browser
+from captioning.workflows.demo import BackgroundFit
 
 ROOT = Path(__file__).resolve().parents[1]
 

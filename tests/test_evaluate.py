@@ -16,8 +16,8 @@ import torch
 from conftest import WORDS
 from PIL import Image
 
-from captioning.cli import cli_main
-from captioning.commands import evaluate
+from captioning.cli.evaluate import main as evaluate
+from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.module import CaptioningModule, load_checkpoint
@@ -120,13 +120,13 @@ def test_scores_json_records_the_decoding_settings_and_the_vocabulary(folder, ch
 def test_fit_records_the_vocabulary_rule_in_the_checkpoint(tmp_path):
     generate_shapes(tmp_path / "shapes", train=6, val=2, test=2, seed=0, image_size=32, show_progress=False)
     args = ["validate", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(tmp_path / "shapes")]
-    cli = cli_main([*args, "--data.min_count", "2", "--trainer.limit_val_batches", "0", "--data.image_size", "32"])
+    cli = run_config([*args, "--data.min_count", "2", "--trainer.limit_val_batches", "0", "--data.image_size", "32"])
     assert cli.model.hparams.vocabulary_rule == {"counted": "train", "min_count": 2}
     cli.trainer.save_checkpoint(tmp_path / "model.ckpt")
     settings = load_checkpoint(tmp_path / "model.ckpt").evaluation_settings()
     assert settings["vocabulary"] == {"size": len(cli.datamodule.vocab), "counted": "train", "min_count": 2}
     words = ["validate", *args[1:], "--data.vocabulary", json.dumps(cli.datamodule.vocab.words)]
-    listed = cli_main([*words, "--trainer.limit_val_batches", "0", "--data.image_size", "32"])
+    listed = run_config([*words, "--trainer.limit_val_batches", "0", "--data.image_size", "32"])
     assert listed.model.hparams.vocabulary_rule is None  # a bare word list says nothing of how it was made
 
 

@@ -9,17 +9,23 @@ import numpy as np
 import pytest
 import torch
 
-from captioning import commands
-from captioning.cli import build_from_config, cli_main
-from captioning.commands import extract, run_evaluation
+from captioning.cli.extract import main as extract
+from captioning.config import build, run_config
 from captioning.data.features import FeatureStore
 from captioning.data.records import DataWarning
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError, ConfigError
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
+from captioning.workflows import evaluate, evaluation
 
 ROOT = Path(__file__).resolve().parents[1]
 FROZEN = ["--model.encoder.trainable", "false"]
+
+
+def build_from_config(args: list[str]) -> tuple:
+    """The module and data module a fit config describes."""
+    cli = build(args)
+    return cli.model, cli.datamodule
 
 
 @pytest.fixture(scope="module")
@@ -137,13 +143,13 @@ def test_a_split_without_features_for_some_images_is_refused(shapes, features, t
 def test_evaluate_on_features_gives_the_captions_and_scores_of_evaluate_on_images(
     shapes, features, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(commands, "METRICS", ("Bleu", "ROUGE_L", "CIDEr"))  # no METEOR JVM start for this one
+    monkeypatch.setattr(evaluation, "METRICS", ("Bleu", "ROUGE_L", "CIDEr"))  # no METEOR JVM start for this one
     run = tmp_path / "run"
     args = [*_config(shapes, "sca"), "--data.features", str(features["sca"]), "--trainer.max_epochs", "1"]
     args += ["--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run), "--trainer.logger", "false"]
-    cli_main(["fit", *args])
-    on_images = run_evaluation(run / "best.ckpt", shapes, "test", tmp_path / "images", spice=False)
-    on_features = run_evaluation(
+    run_config(["fit", *args])
+    on_images = evaluate(run / "best.ckpt", shapes, "test", tmp_path / "images", spice=False)
+    on_features = evaluate(
         run / "best.ckpt", shapes, "test", tmp_path / "features", features=features["sca"], spice=False
     )
     assert on_features == on_images

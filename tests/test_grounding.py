@@ -7,17 +7,10 @@ import pytest
 import torch
 
 from captioning.data.records import Box
+from captioning.data.synonyms import COCO_WORDS, SHAPES_WORDS, synonyms_for
 from captioning.metrics.evaluator import CaptionEvaluator
-from captioning.metrics.grounding import (
-    COCO_WORDS,
-    SHAPES_WORDS,
-    GroundingTarget,
-    ground_caption,
-    grounding_markdown,
-    naming_table,
-    summarize,
-    synonyms_for,
-)
+from captioning.metrics.grounding import GroundingTarget, ground_caption, summarize
+from captioning.viz.tables import grounding_markdown, naming_table
 
 # A 96 x 96 image on a 3 x 3 grid (32-px cells): a circle in the top-left cell, a square in the bottom-right one.
 TARGET = GroundingTarget(96, 96, (Box(4, 4, 24, 24, "circle"), Box(64, 64, 32, 32, "square")))

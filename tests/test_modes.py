@@ -7,12 +7,12 @@ import torch
 from conftest import WORDS
 from PIL import Image
 
-from captioning.commands import caption_images
 from captioning.decoding import beam_search, greedy
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.models.modes import inference
 from captioning.module import CaptioningModule
 from captioning.viz.gates import backbone_gates
+from captioning.workflows import caption_images
 
 BOS, EOS = 1, 2
 

@@ -24,7 +24,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
 
-from captioning import commands
+from captioning.cli import score
 from captioning.data.coco import read_coco_captions, read_coco_references
 from captioning.data.records import DataWarning
 from captioning.errors import CaptioningError
@@ -96,7 +96,7 @@ def pycocoevalcap_scores(references: Path, results: Path, metrics: tuple[str, ..
 
 
 def ours(references: Path, results: Path, out: Path) -> dict[str, float]:
-    commands.score([str(references), str(results), "--no-spice", "--out", str(out)])
+    score.main([str(references), str(results), "--no-spice", "--out", str(out)])
     return json.loads(out.read_text())
 
 
@@ -133,7 +133,7 @@ def test_score_equals_pycocoevalcap_with_references_that_tokenize_to_nothing(tmp
 def test_score_scores_the_images_of_the_results_when_the_reference_file_holds_more(tmp_path, monkeypatch, capsys):
     """As COCOEvalCap does with val2014's 40,504 images and the 5,000 Karpathy test results: the other images'
     references play no part (CIDEr-D's IDF included)."""
-    monkeypatch.setattr(commands, "METRICS", ("Bleu", "CIDEr"))  # no METEOR JVM for this one
+    monkeypatch.setattr(score, "METRICS", ("Bleu", "CIDEr"))  # no METEOR JVM for this one
     references, candidates = random_corpus(seed=2, images=30)
     write_references(tmp_path / "refs.json", references)
     scored = dict(list(candidates.items())[5:17])
@@ -158,7 +158,7 @@ def test_score_scores_the_images_of_the_results_when_the_reference_file_holds_mo
 def test_repeated_annotation_ids_keep_every_caption(tmp_path, monkeypatch):
     """pycocotools indexes ``anns`` by annotation id (a repeated id keeps the last caption) but ``imgToAnns`` keeps
     every annotation, and COCOEvalCap scores against ``imgToAnns``."""
-    monkeypatch.setattr(commands, "METRICS", ("Bleu",))
+    monkeypatch.setattr(score, "METRICS", ("Bleu",))
     references, candidates = random_corpus(seed=3, images=12)
     count = sum(len(texts) for texts in references.values())
     write_references(tmp_path / "refs.json", references, annotation_ids=[1 + n % 4 for n in range(count)])
@@ -178,7 +178,7 @@ def test_a_caption_that_is_not_a_string_is_an_error_naming_the_file_and_the_imag
     write_results(tmp_path / "res.json", {1: "a dog", 2: caption, 3: "a ball"})
     message = f"{tmp_path / 'res.json'}: entry 1 (image_id 2): the caption is {shown}, not a string"
     with pytest.raises(CaptioningError, match=re.escape(message)):
-        commands.score([str(tmp_path / "refs.json"), str(tmp_path / "res.json"), "--no-spice"])
+        score.main([str(tmp_path / "refs.json"), str(tmp_path / "res.json"), "--no-spice"])
     if caption is None:  # the command line: one line, exit status 2
         command = [
             sys.executable,
@@ -245,10 +245,10 @@ def test_score_runs_with_spaces_in_the_data_and_the_pycocoevalcap_paths(tmp_path
         "import sys\n"
         "from pycocoevalcap.meteor import meteor\n"
         "from pycocoevalcap.tokenizer import ptbtokenizer\n"
-        "from captioning import commands\n"
+        "from captioning.cli import score\n"
         "assert all(' ' in m.__file__ for m in (meteor, ptbtokenizer)), (meteor.__file__, ptbtokenizer.__file__)\n"
-        "commands.METRICS = ('Bleu', 'METEOR')  # the two that run Java (with the tokenizer)\n"
-        "commands.score(sys.argv[1:])\n"
+        "score.METRICS = ('Bleu', 'METEOR')  # the two that run Java (with the tokenizer)\n"
+        "score.main(sys.argv[1:])\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     args = [str(data / "ref captions.json"), str(data / "my results.json"), "--no-spice", "--out", str(data / "s.json")]

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_module
 
-from captioning.cli import cli_main
+from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.metrics.cider import CiderD
 from captioning.scst import CiderReward, advantages, sample_captions, scst_loss
@@ -70,12 +70,12 @@ def test_scst_run_starts_from_a_cross_entropy_checkpoint(tmp_path):
     shapes = tmp_path / "shapes"
     generate_shapes(shapes, train=48, val=8, test=7, seed=4, image_size=64, show_progress=False)
     base = ["fit", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(shapes)]
-    xe = cli_main([*base, "--checkpoint.dirpath", str(tmp_path / "xe"), "--trainer.default_root_dir", str(tmp_path)])
+    xe = run_config([*base, "--checkpoint.dirpath", str(tmp_path / "xe"), "--trainer.default_root_dir", str(tmp_path)])
     start = tmp_path / "xe" / "best.ckpt"
     args = ["--config", str(ROOT / "configs/scst.yaml"), "--model.init_weights", str(start)]
     args += ["--model.scst_samples", "3", "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger"]
     args += ["--trainer.logger.save_dir", str(tmp_path / "logs"), "--checkpoint.dirpath", str(tmp_path / "scst")]
-    scst = cli_main([*base, *args])
+    scst = run_config([*base, *args])
     assert scst.model.hparams.scst and scst.trainer.global_step == 6
     rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
     rewards = [float(r["train/reward"]) for r in rows if r.get("train/reward")]

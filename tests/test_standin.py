@@ -5,7 +5,7 @@ the number of worker processes."""
 import hashlib
 import json
 
-from captioning.commands import prepare
+from captioning.cli.prepare import main as prepare
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.standin import generate_coco_standin
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.cli import cli_main
-from captioning.commands import run_evaluation
+from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
+from captioning.workflows import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # 48 train images, batch 8
@@ -53,13 +53,13 @@ def _losses(out: Path) -> dict[int, float]:
 @pytest.fixture(scope="module")
 def reference(shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference")
-    cli = cli_main(_args(shapes, out))
+    cli = run_config(_args(shapes, out))
     return {"out": out, "losses": _losses(out), "steps": cli.trainer.global_step, "cli": cli}
 
 
 def test_same_seed_gives_the_same_losses_and_a_run_record(shapes, reference, tmp_path):
     assert reference["steps"] == STEPS_PER_EPOCH * EPOCHS
-    again = cli_main(_args(shapes, tmp_path))
+    again = run_config(_args(shapes, tmp_path))
     assert _losses(tmp_path) == reference["losses"] and len(reference["losses"]) == reference["steps"]
     record = json.loads((Path(again.trainer.log_dir) / "run.json").read_text())
     assert record["seed"] == 0 and record["world_size"] == 1
@@ -78,7 +78,7 @@ def test_sigkill_mid_epoch_then_resume_from_last_continues_the_same_run(shapes, 
     last = tmp_path / "ckpt" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert 0 < saved["global_step"] < kill_step + 1 and saved["global_step"] % STEPS_PER_EPOCH != 0  # mid-epoch
-    resumed = cli_main([*_args(shapes, tmp_path, "--last.every_n_train_steps", "1"), "--ckpt_path", str(last)])
+    resumed = run_config([*_args(shapes, tmp_path, "--last.every_n_train_steps", "1"), "--ckpt_path", str(last)])
     assert resumed.trainer.global_step == STEPS_PER_EPOCH * EPOCHS  # no lost or repeated optimizer steps
     after = {step: loss for step, loss in _losses(tmp_path).items() if step >= saved["global_step"]}
     assert len(after) == STEPS_PER_EPOCH * EPOCHS - saved["global_step"]
@@ -102,7 +102,7 @@ def test_ddp_on_two_cpu_processes_trains_and_validates_with_exact_scores(shapes,
     checkpoint = torch.load(best, map_location="cpu", weights_only=True)
     assert checkpoint["global_step"] > 0
     state = next(v for k, v in checkpoint["callbacks"].items() if "val/CIDEr" in k)
-    scores = run_evaluation(best, shapes, "val", tmp_path / "eval")  # one process, the whole split
+    scores = evaluate(best, shapes, "val", tmp_path / "eval")  # one process, the whole split
     assert float(state["best_model_score"]) == pytest.approx(scores["CIDEr"], abs=1e-6)
 
 
@@ -110,7 +110,7 @@ def test_bf16_mixed_precision_config_trains_and_validates_on_cpu(shapes, tmp_pat
     args = ["fit", "--config", str(ROOT / "configs/smoke.yaml"), "--config", str(ROOT / "configs/trainer/bf16.yaml")]
     args += ["--data.root", str(shapes), "--trainer.max_epochs", "1", "--checkpoint.dirpath", str(tmp_path)]
     args += ["--trainer.default_root_dir", str(tmp_path)]
-    cli = cli_main(args)
+    cli = run_config(args)
     assert cli.trainer.precision == "bf16-mixed" and cli.trainer.global_step == STEPS_PER_EPOCH
     assert torch.isfinite(cli.trainer.callback_metrics["val/CIDEr"])
     assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # autocast: the weights stay float32
@@ -118,7 +118,7 @@ def test_bf16_mixed_precision_config_trains_and_validates_on_cpu(shapes, tmp_pat
 
 def test_encoder_frozen_first_then_chosen_stages_train_with_their_own_learning_rate(shapes, tmp_path):
     base = ["--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(shapes)]
-    twin = cli_main(["validate", *base, "--trainer.limit_val_batches", "0"])  # the same seed: the initial weights
+    twin = run_config(["validate", *base, "--trainer.limit_val_batches", "0"])  # the same seed: the initial weights
     initial = {k: v.clone() for k, v in twin.model.captioner.encoder.state_dict().items()}
     args = ["fit", *base, "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "100"]
     args += [
@@ -130,7 +130,7 @@ def test_encoder_frozen_first_then_chosen_stages_train_with_their_own_learning_r
         "0.003",
     ]
     args += ["--checkpoint.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
-    cli = cli_main(args)
+    cli = run_config(args)
     groups = cli.trainer.optimizers[0].param_groups
     assert [g["initial_lr"] for g in groups] == [0.01, 0.003]  # decoder (smoke config's lr), encoder
     trained = cli.model.captioner.encoder.state_dict()

@@ -33,110 +33,29 @@ synonym table) and present = the set of categories of the image's boxes:
 A caption that names a category twice counts once; a multi-word category (COCO's "traffic light") is named only
 through the single words of its synonym list ("stoplight").
 
-Synonym tables: :data:`SHAPES_WORDS` (the shapes generator's own word lists) and :data:`COCO_WORDS`, a mapping of
-caption words to the 80 COCO instance categories (singular and plural forms; made for this project after the
-word lists commonly used for COCO object hallucination, e.g. Rohrbach et al. 2018 "Object Hallucination in Image
-Captioning"; it is not exhaustive: words missing from it are simply not scored).
+The synonym tables (caption word -> category) live with their datasets, :mod:`captioning.data.synonyms`; the
+tables of these scores for people, :mod:`captioning.viz.tables`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-from captioning.data.records import Box
-from captioning.data.shapes import SHAPES
 
-SHAPES_WORDS: Mapping[str, str] = {word: shape for shape, words in SHAPES.items() for word in words}
+class Box(Protocol):
+    """What grounding reads of an object box (:class:`captioning.data.records.Box` is one): COCO convention, the
+    top-left corner, width and height in pixels, and the category name."""
 
-_COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "person": ("person", "people", "man", "men", "woman", "women", "boy", "boys", "girl", "girls", "child",
-               "children", "kid", "kids", "guy", "guys", "lady", "ladies", "player", "players", "skier", "skiers",
-               "surfer", "surfers", "skateboarder", "skateboarders", "baby", "toddler", "adult", "adults"),
-    "bicycle": ("bicycle", "bicycles", "bike", "bikes", "cycle"),
-    "car": ("car", "cars", "taxi", "sedan"),
-    "motorcycle": ("motorcycle", "motorcycles", "motorbike", "motorbikes", "scooter", "scooters"),
-    "airplane": ("airplane", "airplanes", "plane", "planes", "jet", "jets", "aircraft", "airliner"),
-    "bus": ("bus", "buses", "busses"),
-    "train": ("train", "trains", "locomotive"),
-    "truck": ("truck", "trucks", "pickup"),
-    "boat": ("boat", "boats", "ship", "ships", "sailboat", "kayak", "canoe"),
-    "traffic light": ("stoplight", "stoplights"),
-    "fire hydrant": ("hydrant", "hydrants"),
-    "stop sign": ("stop",),
-    "parking meter": ("meter", "meters"),
-    "bench": ("bench", "benches"),
-    "bird": ("bird", "birds", "pigeon", "pigeons", "seagull", "seagulls", "duck", "ducks", "parrot"),
-    "cat": ("cat", "cats", "kitten", "kittens", "kitty"),
-    "dog": ("dog", "dogs", "puppy", "puppies", "pup"),
-    "horse": ("horse", "horses", "pony", "ponies"),
-    "sheep": ("sheep", "lamb", "lambs"),
-    "cow": ("cow", "cows", "cattle", "bull", "bulls", "calf"),
-    "elephant": ("elephant", "elephants"),
-    "bear": ("bear", "bears"),
-    "zebra": ("zebra", "zebras"),
-    "giraffe": ("giraffe", "giraffes"),
-    "backpack": ("backpack", "backpacks"),
-    "umbrella": ("umbrella", "umbrellas", "parasol"),
-    "handbag": ("handbag", "handbags", "purse", "purses"),
-    "tie": ("tie", "ties", "necktie"),
-    "suitcase": ("suitcase", "suitcases", "luggage"),
-    "frisbee": ("frisbee", "frisbees"),
-    "skis": ("skis", "ski"),
-    "snowboard": ("snowboard", "snowboards"),
-    "sports ball": ("ball", "balls", "football", "baseball", "soccer"),
-    "kite": ("kite", "kites"),
-    "baseball bat": ("bat", "bats"),
-    "baseball glove": ("glove", "gloves", "mitt"),
-    "skateboard": ("skateboard", "skateboards"),
-    "surfboard": ("surfboard", "surfboards"),
-    "tennis racket": ("racket", "rackets", "racquet"),
-    "bottle": ("bottle", "bottles"),
-    "wine glass": ("glass", "glasses"),
-    "cup": ("cup", "cups", "mug", "mugs"),
-    "fork": ("fork", "forks"),
-    "knife": ("knife", "knives"),
-    "spoon": ("spoon", "spoons"),
-    "bowl": ("bowl", "bowls"),
-    "banana": ("banana", "bananas"),
-    "apple": ("apple", "apples"),
-    "sandwich": ("sandwich", "sandwiches", "burger", "sub"),
-    "orange": ("orange", "oranges"),
-    "broccoli": ("broccoli",),
-    "carrot": ("carrot", "carrots"),
-    "hot dog": ("hotdog", "hotdogs"),
-    "pizza": ("pizza", "pizzas"),
-    "donut": ("donut", "donuts", "doughnut", "doughnuts"),
-    "cake": ("cake", "cakes", "cupcake", "cupcakes"),
-    "chair": ("chair", "chairs", "stool"),
-    "couch": ("couch", "couches", "sofa", "sofas"),
-    "potted plant": ("plant", "plants"),
-    "bed": ("bed", "beds"),
-    "dining table": ("table", "tables"),
-    "toilet": ("toilet", "toilets"),
-    "tv": ("tv", "television", "televisions"),
-    "laptop": ("laptop", "laptops", "computer", "computers"),
-    "mouse": ("mouse",),
-    "remote": ("remote", "remotes", "controller"),
-    "keyboard": ("keyboard", "keyboards"),
-    "cell phone": ("phone", "phones", "cellphone", "smartphone"),
-    "microwave": ("microwave", "microwaves"),
-    "oven": ("oven", "ovens", "stove"),
-    "toaster": ("toaster", "toasters"),
-    "sink": ("sink", "sinks"),
-    "refrigerator": ("refrigerator", "refrigerators", "fridge", "fridges"),
-    "book": ("book", "books"),
-    "clock": ("clock", "clocks"),
-    "vase": ("vase", "vases"),
-    "scissors": ("scissors",),
-    "teddy bear": ("teddy",),
-    "hair drier": ("dryer", "drier", "hairdryer"),
-    "toothbrush": ("toothbrush", "toothbrushes"),
-}  # fmt: skip
-COCO_WORDS: Mapping[str, str] = {word: category for category, words in _COCO_SYNONYMS.items() for word in words}
+    x: float
+    y: float
+    width: float
+    height: float
+    category: str
 
 
 @dataclass(frozen=True)
@@ -289,86 +208,3 @@ def _naming(images: Iterable[ImageGrounding]) -> dict[str, float | None]:
     out |= {f"present.{c}": float(sum(c in present for _, present in pairs)) for c in categories}
     out |= {f"correct.{c}": float(sum(c in named and c in present for named, present in pairs)) for c in categories}
     return out
-
-
-GROUNDING_COLUMNS = ("attended layer", "pointing game", "attention mass in boxes", "chance (box area share)")
-
-
-def grounding_table(grounding: Mapping[str, float | None]) -> tuple[str, list[list[str]]]:
-    """A :func:`summarize` result as (one line of word counts, rows of ``GROUNDING_COLUMNS``): per attended layer,
-    pointing-game accuracy and attention mass in the named objects' boxes, against chance. No rows and a line that
-    says so when the model has no spatial attention."""
-    layers = [key.removeprefix("pointing.") for key in grounding if key.startswith("pointing.")]
-    if not layers:
-        return "Attention grounding: the model has no spatial attention to score.", []
-    intro = (
-        f"Attention grounding ({grounding['object_words']:.0f} generated words naming an object in their image, "
-        f"{grounding['absent_object_words']:.0f} naming one that is not):"
-    )
-    rows = []
-    for layer in layers:
-        cells = [grounding[f"{k}.{layer}"] for k in ("pointing", "mass", "area")]
-        rows.append([layer, *("-" if c is None else f"{c:.3f}" for c in cells)])
-    return intro, rows
-
-
-NAMING_COLUMNS = ("category", "named", "present", "named / present", "precision", "recall")
-
-
-def naming_table(grounding: Mapping[str, float | None]) -> tuple[str, list[list[str]]]:
-    """The object naming of a :func:`summarize` result as (one line with the right-object rate, rows of
-    ``NAMING_COLUMNS``): per category, the captions naming it, the images showing it, their ratio, and precision
-    (correct / named) and recall (correct / present); the most present first. ``("", [])`` for a result without
-    naming counts (one written before they were measured)."""
-    if "one_object_images" not in grounding:
-        return "", []
-    rate = grounding.get("right_object")
-    line = (
-        f"Object naming: names the right object (and no other) on {rate:.1%} of "
-        f"{grounding['one_object_images']:.0f} one-object images."
-        if rate is not None
-        else "Object naming: no one-object images, so no right-object rate."
-    )
-
-    def count(key: str) -> float:
-        return grounding.get(key) or 0.0
-
-    def ratio(numerator: float, denominator: float) -> str:
-        return f"{numerator / denominator:.3f}" if denominator else "-"
-
-    categories = [key.removeprefix("present.") for key in grounding if key.startswith("present.")]
-    rows = []
-    for c in sorted(categories, key=lambda c: (-count(f"present.{c}"), c)):
-        named, present, correct = (count(f"{key}.{c}") for key in ("named", "present", "correct"))
-        counts = [f"{named:.0f}", f"{present:.0f}"]
-        rows.append([c, *counts, ratio(named, present), ratio(correct, named), ratio(correct, present)])
-    return line, rows
-
-
-def grounding_markdown(grounding: Mapping[str, float | None]) -> str:
-    """:func:`grounding_table` and :func:`naming_table` as lines and markdown tables."""
-    intro, rows = grounding_table(grounding)
-    lines = [intro, *_markdown_table(GROUNDING_COLUMNS, rows)]
-    line, naming = naming_table(grounding)
-    if line:
-        lines += ["", line, *_markdown_table(NAMING_COLUMNS, naming)]
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """A blank line and the table's lines; nothing without rows."""
-    if not rows:
-        return []
-    return [
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
-        *("| " + " | ".join(r) + " |" for r in rows),
-    ]
-
-
-def synonyms_for(categories: set[str]) -> Mapping[str, str]:
-    """The synonym table of a dataset's box categories: the shapes words, or COCO's (see the module docstring)."""
-    if categories <= set(SHAPES):
-        return SHAPES_WORDS
-    return {**{c: c for c in categories if " " not in c}, **COCO_WORDS}

@@ -25,7 +25,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 from torchvision.models.vgg import cfgs, make_layers
 
 from captioning.errors import CaptioningError
-from captioning.models.attention.cbam import block_attention
+from captioning.models.cbam import block_attention
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class AttentiveBottleneck(Bottleneck):
 class AttentiveResNet(ResNet):
     """torchvision ResNet built from the attentive blocks, with every stage's width scaled by ``width / 64``;
     ``graft``: attention gates that start at exactly 1, for pretrained weights (the network then computes at step 0
-    what the plain pretrained network computes; :mod:`captioning.models.attention.cbam`)."""
+    what the plain pretrained network computes; :mod:`captioning.models.cbam`)."""
 
     def __init__(
         self, depth: int, *, attention: str = "none", width: int = 64, num_classes: int = 1000, graft: bool = False

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from captioning.models.attention.cbam import CBAM, SE
+from captioning.models.cbam import CBAM, SE
 from captioning.models.encoder import Encoder
 from captioning.models.modes import inference
 from captioning.viz import save_figure

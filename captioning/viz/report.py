@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from captioning.errors import CaptioningError
-from captioning.metrics.grounding import GROUNDING_COLUMNS, NAMING_COLUMNS, grounding_table, naming_table
 from captioning.viz.attention import overlay, upsample_maps
 from captioning.viz.figures import Captioned
+from captioning.viz.tables import GROUNDING_COLUMNS, NAMING_COLUMNS, grounding_table, naming_table
 
 METRIC_NAMES = {
     "Bleu_1": "BLEU-1",

@@ -7,12 +7,12 @@ demo's time for it), scores both on the test
 split (the model's attention grounding against the shapes' boxes too, and the HTML report ``report.html``, with
 its screenshot ``report.png`` where Chromium is installed), scores the references against each other (each image's
 first reference against its other four), draws attention figures (with the backbone's CBAM gates), captions one
-test image, and writes ``summary.md``. Every step is a public command of the package, called as a user would.
+test image, and writes ``summary.md``. Every step is a public function of the library layer
+(:mod:`captioning.workflows`), the ones the commands call.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,14 +24,17 @@ from pathlib import Path
 import torch
 import yaml
 
-from captioning import commands
 from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.coco import read_coco_captions
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError
 from captioning.metrics import coco_scores
-from captioning.metrics.grounding import grounding_markdown
+from captioning.module import load_checkpoint
 from captioning.viz.report import find_browser, screenshot
+from captioning.viz.tables import grounding_markdown
+from captioning.workflows.evaluation import evaluate
+from captioning.workflows.inference import caption_images, visualize_images
+from captioning.workflows.training import fit_arguments, train
 
 COLUMNS = ("Bleu_1", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -84,7 +87,7 @@ class BackgroundFit:
     manager, so that an error in the parent stops the child rather than leaving it running."""
 
     def __init__(self, configs: Sequence[str], data: Path, run: Path, extra: Sequence[str]) -> None:
-        args = commands.fit_arguments(configs, data, run, extra)
+        args = fit_arguments(configs, data, run, extra)
         run.mkdir(parents=True)
         self.run, self.log = run, run / "fit.log"
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -109,54 +112,58 @@ class BackgroundFit:
             self.process.wait()
 
 
-def main(argv: Sequence[str]) -> None:
-    parser = argparse.ArgumentParser(prog="captioning demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/shapes"), help="shapes folder (made if absent)")
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder")
-    parser.add_argument("--config", default="configs/shapes.yaml", help="LightningCLI config of the model")
-    parser.add_argument("--figures", type=int, default=4, help="test images to draw attention for")
-    parser.add_argument("--seed", type=int, default=None, help="seed of both trainings (default: the config's)")
-    args = parser.parse_args(argv)
+def demo(
+    data: Path = Path("data/shapes"),
+    out: Path = Path("outputs/demo"),
+    *,
+    config: str = "configs/shapes.yaml",
+    figures: int = 4,
+    seed: int | None = None,
+) -> Path:
+    """The whole pipeline (the module docstring) on the shapes set in ``data`` (made if absent) into ``out``, with
+    the model of ``config``, attention figures of ``figures`` test images, and both trainings seeded with ``seed``
+    (default: the config's). Returns the path of ``summary.md``."""
     clock = Stopwatch()
-    if not (args.data / "captions_train.json").is_file():
-        generate_shapes(args.data)
-    config = yaml.safe_load(Path(args.config).read_text())
-    size = config["data"]["image_size"]
-    cache = args.data / CACHE_FOLDER
+    if not (data / "captions_train.json").is_file():
+        generate_shapes(data)
+    settings = yaml.safe_load(Path(config).read_text())
+    size = settings["data"]["image_size"]
+    cache = data / CACHE_FOLDER
     if not ImageCache.exists(cache, size):  # decoded once here, not once per epoch and model; the data module finds it
-        ImageCache.build(sorted((args.data / "images").rglob("*.png")), cache, image_size=size, workers=2)
+        ImageCache.build(sorted((data / "images").rglob("*.png")), cache, image_size=size, workers=2)
     clock.lap("data")
-    out: Path = args.out
-    seed = [] if args.seed is None else ["--seed_everything", str(args.seed)]
-    blind_args = ["--model.blind", "true", "--model.decoder.attention", "none", *seed]
+    seeded = [] if seed is None else ["--seed_everything", str(seed)]
+    blind_args = ["--model.blind", "true", "--model.decoder.attention", "none", *seeded]
     threads = torch.get_num_threads()
-    with BackgroundFit([args.config], args.data, out / "blind", blind_args) as blind_fit:
+    with BackgroundFit([config], data, out / "blind", blind_args) as blind_fit:
         # the blind model trains in another process on one thread meanwhile; the main one leaves it a thread, so that
         # its numbers do not depend on when the other ends (README "Demo results" on what this saves)
         torch.set_num_threads(max(1, threads - 1))
         try:
-            best = commands.run_training([args.config], args.data, out / "main", seed).best
+            best = train([config], data, out / "main", seeded).best
         finally:
             torch.set_num_threads(threads)
         clock.lap("model fit (the blind model's alongside)")
-        model_scores = commands.run_evaluation(best, args.data, "test", out, report=True)
+        model_scores = evaluate(best, data, "test", out, report=True)
         clock.lap("its evaluation and report")
         blind = blind_fit.wait()
-    blind_scores = commands.run_evaluation(blind, args.data, "test", out / "blind")
+    blind_scores = evaluate(blind, data, "test", out / "blind")
     clock.lap("rest of the blind model's fit, its evaluation")
-    agreement = reference_agreement(args.data, "test")
+    agreement = reference_agreement(data, "test")
     (out / "reference_agreement.json").write_text(json.dumps(agreement, indent=2) + "\n")
 
-    tests = sorted((args.data / "images" / "test").glob("*.png"))[: args.figures]
-    gated = config.get("model", {}).get("encoder", {}).get("attention", "none") != "none"  # CBAM or SE gates to draw
-    figures = [*map(str, tests), "--ckpt", str(best), "--out", str(out / "figures")]
-    commands.visualize(figures + (["--gates", "all"] if gated else []))
+    tests = sorted((data / "images" / "test").glob("*.png"))[:figures]
+    gated = settings.get("model", {}).get("encoder", {}).get("attention", "none") != "none"  # CBAM or SE gates
+    module = load_checkpoint(best)
+    drawn = visualize_images(module, tests, out / "figures", gates=["all"] if gated else None, source=str(best))
+    for path, (item, files) in zip(tests, drawn, strict=True):
+        print("\t".join([str(path), item.caption, *map(str, files)]))
     if find_browser():  # a picture of the report page, as a browser shows it
         print(f"wrote {screenshot(out / 'report.html', out / 'report.png')}")
     else:
         print(f"{out / 'report.html'}: no screenshot without Chromium (Debian/Ubuntu: apt-get install chromium)")
     print("caption of one test image:")
-    commands.caption([str(tests[0]), "--ckpt", str(best)])
+    print(f"{tests[0]}\t{caption_images(module, [tests[0]])[0].caption}")
     clock.lap("references, figures, caption")
     table = summary_table({"model": model_scores, "blind (image zeroed)": blind_scores, "references": agreement})
     grounding_file = out / "grounding.json"
@@ -165,3 +172,4 @@ def main(argv: Sequence[str]) -> None:
     table += "\n" + clock.markdown()
     (out / "summary.md").write_text(table)
     print("\n" + table)
+    return out / "summary.md"

@@ -1,0 +1,5 @@
+"""``python -m captioning.cli ...``: the ``captioning`` command."""
+
+from captioning.cli import main
+
+main()
