@@ -157,7 +157,7 @@ def fit_and_parity(device: torch.device, smoke: bool, work: Path) -> dict:
             continue
         out = work / f"eval_{where}"
         evaluate = [sys.executable, "-m", "captioning", "evaluate", "--ckpt", str(run / "last.ckpt")]
-        evaluate += ["--data-root", str(data), "--split", "test", "--out", str(out), "--no-spice"]
+        evaluate += ["--data-root", str(data), "--split", "test", "--out", str(out), "--metrics", "CIDEr"]
         subprocess.run(evaluate, check=True, capture_output=True, env={**os.environ, **env})
         captions = {r["image_id"]: r["caption"] for r in json.loads((out / "results.json").read_text())}
         results[where] = (captions, json.loads((out / "scores.json").read_text())["CIDEr"])

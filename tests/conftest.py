@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from captioning.cli import main
 from captioning.data.dataset import Batch
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.module import CaptioningModule
@@ -41,3 +42,15 @@ def tiny_batch(batch_size: int = 2, seed: int = 0) -> Batch:
 @pytest.fixture
 def module() -> CaptioningModule:
     return tiny_module()
+
+
+def run_cli(capsys, *args) -> tuple[int, str]:
+    """``captioning ARGS`` run in this process, as the console script runs it: its exit status and its stderr.
+    (tests/test_cli.py runs it once as a real process too.)"""
+    capsys.readouterr()
+    try:
+        main([str(arg) for arg in args])
+        status = 0
+    except SystemExit as stop:
+        status = stop.code
+    return status, capsys.readouterr().err

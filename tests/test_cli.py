@@ -1,7 +1,9 @@
 """End to end through the command line: prepare, fit (LightningCLI), checkpoint round trip, evaluate, caption,
 visualize, and one-line errors for user mistakes."""
 
+import contextlib
 import html
+import io
 import json
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
@@ -57,6 +60,18 @@ def run(shapes, tmp_path_factory):
     return {"out": out, "cli": cli, "before": before, "after": after, "shapes": shapes}
 
 
+@pytest.fixture(scope="module")
+def evaluated(run, tmp_path_factory) -> dict:
+    """``captioning evaluate --report`` of the trained model on the test split, once for the tests that read it: its
+    folder and what it printed."""
+    out = tmp_path_factory.mktemp("evaluated")
+    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    args = ["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--no-spice", "--report"]
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        main([*args, "--out", str(out)])
+    return {"out": out, "printed": printed.getvalue(), "ckpt": ckpt}
+
+
 def test_fit_learns_and_writes_checkpoints_vocab_and_config(run):
     assert run["after"] < 0.75 * run["before"]
     out = run["out"]
@@ -80,23 +95,22 @@ def test_checkpoint_round_trip_gives_identical_greedy_captions(run, tmp_path):
     assert any(c for c in got)
 
 
-def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
-    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
-    main(["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--out", str(tmp_path)])
-    results = json.loads((tmp_path / "results.json").read_text())
-    scores = json.loads((tmp_path / "scores.json").read_text())
+def test_evaluate_writes_results_and_scores(run, evaluated):
+    out = evaluated["out"]
+    results = json.loads((out / "results.json").read_text())
+    scores = json.loads((out / "scores.json").read_text())
     assert sorted(r["image_id"] for r in results) == sorted({r["image_id"] for r in results})
     assert len(results) == 7
     assert {"Bleu_1", "Bleu_4", "ROUGE_L", "CIDEr"} <= set(scores)
     vocabulary = {"size": len(run["cli"].datamodule.vocab), "counted": "train", "min_count": 1}  # linked by fit
     assert scores["vocabulary"] == vocabulary and scores["decoding"]["beam_size"] == 1
-    printed = capsys.readouterr().out
+    printed = evaluated["printed"]
     assert f'"CIDEr": {scores["CIDEr"]}' in printed  # the scores are printed too, and the grounding table
     assert "| attended layer | pointing game |" in printed and "\n| soft | " in printed
-    per_image = json.loads((tmp_path / "per_image.json").read_text())
+    per_image = json.loads((out / "per_image.json").read_text())
     assert len(per_image) == 7
     assert np.mean([s["CIDEr"] for s in per_image.values()]) == pytest.approx(scores["CIDEr"])
-    grounding = json.loads((tmp_path / "grounding.json").read_text())  # shapes has boxes: grounding is scored
+    grounding = json.loads((out / "grounding.json").read_text())  # shapes has boxes: grounding is scored
     assert set(grounding) >= {"pointing.soft", "mass.soft", "area.soft", "object_words", "absent_object_words"}
     if grounding["object_words"]:  # null when no caption of this barely trained model names an object it shows
         assert 0 <= grounding["pointing.soft"] <= 1 and 0 < grounding["area.soft"] < 1
@@ -105,11 +119,10 @@ def test_evaluate_writes_results_and_scores(run, tmp_path, capsys):
     assert "Object naming: " in printed and "| category | named | present |" in printed
 
 
-def test_evaluate_reads_the_karpathy_layout_by_flags_or_data_config(run, tmp_path):
+def test_evaluate_reads_the_karpathy_layout_by_flags_or_data_config(run, evaluated, tmp_path, capsys):
     """The shapes set also ships its split as a Karpathy file: the same test images and references, the same scores."""
-    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    ckpt = evaluated["ckpt"]
     common = ["evaluate", "--ckpt", ckpt, "--split", "test", "--no-spice"]
-    main([*common, "--data-root", str(run["shapes"]), "--out", str(tmp_path / "coco")])
     karpathy = ["--annotations", "karpathy", "--annotation-file", "dataset_shapes.json"]
     main([*common, "--data-root", str(run["shapes"]), *karpathy, "--out", str(tmp_path / "flags")])
     config = tmp_path / "shapes_karpathy.yaml"
@@ -118,10 +131,12 @@ def test_evaluate_reads_the_karpathy_layout_by_flags_or_data_config(run, tmp_pat
         "  batch_size: 2\n  image_size: 32\n"  # not layout keys: evaluate takes the checkpoint's image size
     )
     main([*common, "--data-config", str(config), "--out", str(tmp_path / "config")])
-    scores = [json.loads((tmp_path / d / "scores.json").read_text()) for d in ("coco", "flags", "config")]
+    scores = [
+        json.loads((d / "scores.json").read_text()) for d in (evaluated["out"], tmp_path / "flags", tmp_path / "config")
+    ]
     assert scores[0] == scores[1] == scores[2]
-    result = _run_cli("evaluate", "--ckpt", ckpt, "--out", str(tmp_path / "none"))
-    assert result.returncode == 2 and "needs --data-root" in result.stderr
+    status, stderr = run_cli(capsys, "evaluate", "--ckpt", ckpt, "--out", str(tmp_path / "none"))
+    assert status == 2 and "needs --data-root" in stderr
 
 
 def test_predict_writes_one_caption_per_test_image(run, tmp_path):
@@ -137,9 +152,17 @@ def test_evaluate_with_two_processes_equals_one(run, tmp_path):
     """7 test images over 2 gloo processes: DistributedSampler pads one image twice; scores must not change."""
     ckpt = str(run["out"] / "ckpt" / "best.ckpt")
     common = ["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--batch-size", "3"]
-    for devices in (1, 2):
-        result = _run_cli(*common, "--devices", str(devices), "--out", str(tmp_path / str(devices)))
-        assert result.returncode == 0, result.stderr[-2000:]
+    common += ["--metrics", "Bleu", "CIDEr"]  # not METEOR: a JVM start in the spawned process
+    with contextlib.redirect_stdout(io.StringIO()):
+        main([*common, "--devices", "1", "--out", str(tmp_path / "1")])  # one process: this one
+    two = subprocess.run(  # two processes: DDP spawns them from a command line
+        [*CAPTIONING, *common, "--devices", "2", "--out", str(tmp_path / "2")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-2000:]
     one, two = (json.loads((tmp_path / d / "scores.json").read_text()) for d in ("1", "2"))
     assert one == two
     assert len(json.loads((tmp_path / "2" / "results.json").read_text())) == 7
@@ -150,19 +173,19 @@ def test_evaluate_with_two_processes_equals_one(run, tmp_path):
     assert timing[1]["images"] == 7 and all(0 < t["score_s"] < t["test_s"] for t in timing)
 
 
-def test_averaging_per_rank_cider_would_differ_from_the_split_score(run, tmp_path):
+def test_averaging_per_rank_cider_would_differ_from_the_split_score(run, evaluated):
     """Why the evaluator gathers captions: CIDEr-D's IDF is a corpus statistic, so the mean of the two ranks'
     scores (over DistributedSampler's shards of the 7 images, one padded twice) is not the split's score."""
-    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
-    main(["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--out", str(tmp_path)])
-    split = json.loads((tmp_path / "scores.json").read_text())["CIDEr"]
-    captions = {r["image_id"]: r["caption"] for r in json.loads((tmp_path / "results.json").read_text())}
+    split = json.loads((evaluated["out"] / "scores.json").read_text())["CIDEr"]
+    captions = {r["image_id"]: r["caption"] for r in json.loads((evaluated["out"] / "results.json").read_text())}
     references = {r.image_id: list(r.captions) for r in run["cli"].datamodule.records("test")}
     ids = sorted(references)  # the test loader's order
     sampler = [list(DistributedSampler(ids, num_replicas=2, rank=r, shuffle=False)) for r in range(2)]
     assert sampler[1][-1] == sampler[0][0]  # 7 images over 2 ranks: the first one is repeated as padding
     per_rank = [
-        coco_scores({ids[i]: captions[ids[i]] for i in shard}, {ids[i]: references[ids[i]] for i in shard})[0]
+        coco_scores(
+            {ids[i]: captions[ids[i]] for i in shard}, {ids[i]: references[ids[i]] for i in shard}, metrics=("CIDEr",)
+        )[0]
         for shard in sampler
     ]
     averaged = np.mean([s["CIDEr"] for s in per_rank])
@@ -187,13 +210,13 @@ def test_score_command_scores_a_results_file(run, tmp_path, capsys):
         assert [line for line in captured.err.splitlines() if "SPICE" in line] == [spice_unavailable()]
 
     (tmp_path / "broken.json").write_text('[{"image_id": 1, "caption": "a"},\n {"image_id": 2 "caption": "b"}]')
-    result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "broken.json"))
-    assert result.returncode == 2
-    assert "broken.json: not valid JSON (line 2, column" in result.stderr and "Traceback" not in result.stderr
+    status, stderr = run_cli(capsys, "score", str(shapes / "captions_test.json"), str(tmp_path / "broken.json"))
+    assert status == 2
+    assert "broken.json: not valid JSON (line 2, column" in stderr and "Traceback" not in stderr
     (tmp_path / "unknown.json").write_text(json.dumps([*predictions, {"image_id": 987654, "caption": "a shape"}]))
-    result = _run_cli("score", str(shapes / "captions_test.json"), str(tmp_path / "unknown.json"))
-    assert result.returncode == 2  # an image of the results without references (fewer images are scored: test_score)
-    assert "no reference captions for 1 of the 8 images to score (image ids 987654)" in result.stderr
+    status, stderr = run_cli(capsys, "score", str(shapes / "captions_test.json"), str(tmp_path / "unknown.json"))
+    assert status == 2  # an image of the results without references (fewer images are scored: test_score)
+    assert "no reference captions for 1 of the 8 images to score (image ids 987654)" in stderr
 
 
 def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, capsys):
@@ -234,20 +257,21 @@ def test_caption_and_visualize_a_shapes_image_and_a_real_photo(run, tmp_path, ca
     assert Image.open(gates[1]).size[0] > 200
 
 
-def test_evaluate_report_is_one_page_with_every_image(run, tmp_path):
-    ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+def test_evaluate_report_is_one_page_with_every_image(run, evaluated, tmp_path):
+    ckpt = evaluated["ckpt"]
     common = ["evaluate", "--ckpt", ckpt, "--data-root", str(run["shapes"]), "--split", "test", "--report"]
-    main([*common, "--out", str(tmp_path / "all")])
-    page = (tmp_path / "all" / "report.html").read_text()
-    results = json.loads((tmp_path / "all" / "results.json").read_text())
-    scores = json.loads((tmp_path / "all" / "scores.json").read_text())
+    page = (evaluated["out"] / "report.html").read_text()
+    results = json.loads((evaluated["out"] / "results.json").read_text())
+    scores = json.loads((evaluated["out"] / "scores.json").read_text())
     assert page.count('<tr><td class="num" data-value=') == 7
     assert all(html.escape(r["caption"]) in page for r in results)
     assert f"<td>{scores['CIDEr']:.3f}</td>" in page and "All 7 images of the split." in page
     assert page.count("data:image/jpeg;base64,") == 14  # a picture and an attention strip per image
     assert 'class="note"' not in page  # the report's re-run generated the evaluated captions
 
-    main([*common, "--out", str(tmp_path / "three"), "--report-max", "3"])  # worst, middle and best by CIDEr-D
+    main(
+        [*common, "--no-spice", "--out", str(tmp_path / "three"), "--report-max", "3"]
+    )  # worst, middle and best by CIDEr-D
     per_image = json.loads((tmp_path / "three" / "per_image.json").read_text())
     ranked = sorted(per_image, key=lambda i: (per_image[i]["CIDEr"], int(i)))
     page = (tmp_path / "three" / "report.html").read_text()
@@ -256,27 +280,31 @@ def test_evaluate_report_is_one_page_with_every_image(run, tmp_path):
     assert "3 of the split's 7 images" in page
 
 
-def _run_cli(*args):
-    return subprocess.run([*CAPTIONING, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
-
-
-def test_user_errors_are_one_line_without_traceback(run, tmp_path):
+def test_user_errors_are_one_line_without_traceback(run, tmp_path, capsys):
     ckpt = str(run["out"] / "ckpt" / "best.ckpt")
+    missing = tmp_path / "missing.png"
+    console = subprocess.run(  # once through a real process: `python -m captioning.cli`, what the console script runs
+        [*CAPTIONING, "caption", str(missing), "--ckpt", ckpt], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert console.returncode == 2 and console.stderr.strip().count("\n") == 0
+    assert "Traceback" not in console.stderr and str(missing) in console.stderr and "not found" in console.stderr
     corrupt = tmp_path / "broken.jpg"
     buffer = tmp_path / "ok.jpg"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buffer)
     corrupt.write_bytes(buffer.read_bytes()[:60])  # a truncated JPEG
-    for image, problem in ((tmp_path / "missing.png", "not found"), (corrupt, "cannot read image")):
-        result = _run_cli("caption", str(image), "--ckpt", ckpt)
-        assert result.returncode == 2
-        assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
-        assert str(image) in result.stderr and problem in result.stderr
-    missing_ckpt = _run_cli("caption", str(buffer), "--ckpt", str(tmp_path / "nope.ckpt"))
-    assert missing_ckpt.returncode == 2 and "checkpoint not found" in missing_ckpt.stderr
+    for image, problem in ((missing, "not found"), (corrupt, "cannot read image")):
+        status, stderr = run_cli(capsys, "caption", str(image), "--ckpt", ckpt)
+        assert status == 2
+        assert stderr.strip().count("\n") == 0 and "Traceback" not in stderr
+        assert str(image) in stderr and problem in stderr
+    status, stderr = run_cli(capsys, "caption", str(buffer), "--ckpt", str(tmp_path / "nope.ckpt"))
+    assert status == 2 and "checkpoint not found" in stderr
     data = ("--data.root", str(run["shapes"]))
-    bad_depth = _run_cli("fit", "--config", "configs/smoke.yaml", *data, "--model.encoder.depth", "20")
-    assert bad_depth.returncode == 2 and "Traceback" not in bad_depth.stderr
-    assert bad_depth.stderr.strip().splitlines()[-1] == (
+    status, stderr = run_cli(
+        capsys, "fit", "--config", str(ROOT / "configs/smoke.yaml"), *data, "--model.encoder.depth", "20"
+    )
+    assert status == 2 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
         "captioning: error: encoder depth must be one of [18, 34, 50, 101, 152] for arch resnet, got 20"
     )
 

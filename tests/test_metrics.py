@@ -13,7 +13,7 @@ from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
 from captioning.errors import CaptioningError
-from captioning.metrics import bleu, cider_d, coco_scores, meteor, ptb_tokenize, rouge_l
+from captioning.metrics import bleu, cider_d, close_meteor, coco_scores, meteor, ptb_tokenize, rouge_l, scorers
 
 requires_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR and the PTB tokenizer run on Java")
 
@@ -95,9 +95,11 @@ def union_scores():
         with pytest.MonkeyPatch.context() as patch:
             # Meteor.__del__ also kills its JVM; disabled, so that only meteor()'s own cleanup can stop it.
             patch.setattr(Meteor, "__del__", lambda self: None)
-            before = java_children()
+            before = java_children()  # an earlier test's JVM may be up: the golden values below are a fresh JVM's
             ours = coco_scores(candidates, references, tokenize=False)
-            after = java_children()
+            after = java_children()  # METEOR's JVM stays up for the next call
+            again = meteor(GOLDEN_CANDIDATES, GOLDEN_REFERENCES)  # the same JVM, other inputs
+            reused = java_children()
         theirs: dict[str, tuple] = {}
         score, scores = Bleu(4).compute_score(gts, res, verbose=0)
         theirs |= {f"Bleu_{n + 1}": (score[n], scores[n]) for n in range(4)}
@@ -111,7 +113,8 @@ def union_scores():
         theirs["CIDEr"] = Cider().compute_score(gts, res)
     finally:
         faulthandler.cancel_dump_traceback_later()
-    return {"ours": ours, "theirs": theirs, "ids": ids, "java_before": before, "java_after": after}
+    java = {"before": before, "after": after, "reused": reused}
+    return {"ours": ours, "theirs": theirs, "ids": ids, "again": again, "java": java}
 
 
 def test_golden_numbers():
@@ -149,8 +152,19 @@ def test_coco_scores_equal_pycocoevalcap(union_scores):
 
 @requires_java
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes through /proc")
-def test_meteor_leaves_no_java_process(union_scores):
-    assert union_scores["java_after"] == union_scores["java_before"]
+def test_meteor_keeps_one_jvm_for_the_process(union_scores):
+    java = union_scores["java"]  # an earlier test's JVM may have been up before: then it was the one reused
+    assert java["after"] == java["reused"] and java["before"] in (java["after"] - 1, java["after"])
+
+
+@requires_java
+def test_a_reused_meteor_jvm_gives_a_fresh_ones_numbers(union_scores):
+    """METEOR's -stdio mode keeps no state between calls: the golden images score the same after other inputs."""
+    score, per_image = union_scores["again"]
+    assert per_image == pytest.approx(GOLDEN_METEOR_PER_IMAGE, abs=1e-12)
+    fresh = union_scores["ours"][1]
+    assert per_image == pytest.approx([fresh[i]["METEOR"] for i in GOLDEN_CANDIDATES], rel=0, abs=1e-12)
+    assert score == pytest.approx(0.3072654518806892, abs=1e-12)
 
 
 def test_per_image_order_is_sorted_ids():
@@ -318,3 +332,18 @@ def test_evaluator_with_the_python_tokenizer_scores_like_the_java_one():
         scores[backend] = evaluator.compute()
     assert scores["python"] == scores["java"]
     assert scores["java"][0]["CIDEr"] > 0
+
+
+@requires_java
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="counts processes through /proc")
+def test_a_meteor_jvm_that_died_between_calls_is_replaced_and_close_stops_it():
+    if scorers._METEOR is None:  # last in this file: the JVM of the tests above is usually still up
+        meteor(GOLDEN_CANDIDATES, GOLDEN_REFERENCES)
+    scorers._METEOR.meteor_p.kill()  # e.g. the kernel's OOM killer
+    scorers._METEOR.meteor_p.wait()
+    running = java_children()  # the dead JVM is reaped: one fewer
+    _, per_image = meteor(GOLDEN_CANDIDATES, GOLDEN_REFERENCES)
+    assert per_image == pytest.approx(GOLDEN_METEOR_PER_IMAGE, abs=1e-6)
+    assert java_children() == running + 1  # its replacement, kept for the next call
+    close_meteor()
+    assert java_children() == running and scorers._METEOR is None  # close_meteor stops it

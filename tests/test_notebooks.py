@@ -1,5 +1,7 @@
 """The notebooks run top to bottom on a fresh kernel, and are stored without outputs."""
 
+import ast
+import importlib
 import json
 from pathlib import Path
 
@@ -28,6 +30,24 @@ def test_notebook_is_stored_without_outputs(path):
     assert not any(line.startswith(("class ", "def ")) for cell in code for line in cell.source.splitlines())
 
 
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.name)
+def test_every_name_a_notebook_imports_from_captioning_exists(path):
+    """What breaks a notebook when the library moves on, checked without running it (the slow suite runs both)."""
+    notebook = nbformat.read(path, as_version=4)
+    source = "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+    imported = [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.ImportFrom | ast.Import)]
+    names = [
+        (node.module, alias.name) if isinstance(node, ast.ImportFrom) else (alias.name, None)
+        for node in imported
+        for alias in node.names
+        if (node.module if isinstance(node, ast.ImportFrom) else alias.name).startswith("captioning")
+    ]
+    assert names
+    for module, name in names:
+        loaded = importlib.import_module(module)
+        assert name is None or hasattr(loaded, name), f"{path.name}: {module} has no {name}"
+
+
 def test_quickstart_trains_captions_evaluates_and_draws(tmp_path):
     notebook = _execute("01_quickstart.ipynb", tmp_path)
     out = tmp_path / "outputs" / "notebooks" / "01_quickstart"
@@ -41,6 +61,7 @@ def test_quickstart_trains_captions_evaluates_and_draws(tmp_path):
     assert "image/png" in text and f"{scores['CIDEr']:.3f}" in text  # the figure and the scores are shown
 
 
+@pytest.mark.slow  # three variants trained in a kernel: about 30 s (the quickstart runs in the fast suite)
 def test_attention_analysis_compares_variants_and_draws_them(tmp_path):
     notebook = _execute("02_attention_analysis.ipynb", tmp_path)
     out = tmp_path / "outputs" / "notebooks" / "02_attention_analysis"

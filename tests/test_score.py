@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
@@ -173,23 +174,15 @@ def test_repeated_annotation_ids_keep_every_caption(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("caption", "shown"), [(None, "null"), (7, "7 (a number)"), (["a", "dog"], "['a', 'dog'] (a list)")]
 )
-def test_a_caption_that_is_not_a_string_is_an_error_naming_the_file_and_the_image(tmp_path, caption, shown):
+def test_a_caption_that_is_not_a_string_is_an_error_naming_the_file_and_the_image(tmp_path, capsys, caption, shown):
     write_references(tmp_path / "refs.json", {1: ["a dog"], 2: ["a cat"], 3: ["a ball"]})
     write_results(tmp_path / "res.json", {1: "a dog", 2: caption, 3: "a ball"})
     message = f"{tmp_path / 'res.json'}: entry 1 (image_id 2): the caption is {shown}, not a string"
     with pytest.raises(CaptioningError, match=re.escape(message)):
         score.main([str(tmp_path / "refs.json"), str(tmp_path / "res.json"), "--no-spice"])
     if caption is None:  # the command line: one line, exit status 2
-        command = [
-            sys.executable,
-            "-m",
-            "captioning.cli",
-            "score",
-            str(tmp_path / "refs.json"),
-            str(tmp_path / "res.json"),
-        ]
-        result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=120)
-        assert result.returncode == 2 and result.stderr.strip() == f"captioning: error: {message}"
+        status, stderr = run_cli(capsys, "score", tmp_path / "refs.json", tmp_path / "res.json")
+        assert status == 2 and stderr.strip() == f"captioning: error: {message}"
 
 
 def test_reading_references_does_not_tokenize(tmp_path, monkeypatch):

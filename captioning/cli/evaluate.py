@@ -12,6 +12,7 @@ import yaml
 
 from captioning.cli import common
 from captioning.errors import CaptioningError
+from captioning.metrics import WITH_SPICE
 from captioning.viz.tables import grounding_markdown
 from captioning.workflows.evaluation import evaluate
 
@@ -58,6 +59,12 @@ def main(argv: Sequence[str]) -> dict[str, float]:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--spice", action=argparse.BooleanOptionalAction, default=True, help=common.SPICE_HELP)
+    parser.add_argument(
+        "--metrics",
+        nargs="+",
+        choices=WITH_SPICE,
+        help="score only these (e.g. --metrics CIDEr; default: all, SPICE as --spice says)",
+    )
     parser.add_argument("--report", action="store_true", help="also write OUT/report.html (one self-contained page)")
     parser.add_argument("--report-max", type=int, default=1000, help="images shown in the report at most")
     parser.add_argument("--features", help="pre-extracted features of the checkpoint's CNN (captioning extract)")
@@ -82,6 +89,7 @@ def main(argv: Sequence[str]) -> dict[str, float]:
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         spice=args.spice,
+        metrics=args.metrics,
         report=args.report,
         report_max=args.report_max,
         layout=layout,

@@ -30,11 +30,13 @@ faster. Conventions (REFERENCE.md section 5):
 - Scores lie in [0, 1] (CIDEr-D in [0, 10]); papers report them x100.
 """
 
+import atexit
 import contextlib
 import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -81,7 +83,11 @@ def bleu(
 def meteor(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]) -> tuple[float, list[float]]:
     """METEOR 1.5 through pycocoevalcap's Java wrapper.
 
-    Starts one JVM (about 5 s, up to 2 GB heap) and stops it before returning, also on errors.
+    The first call starts METEOR's JVM (about 5 s, up to 2 GB heap); later calls in the process reuse it, so that
+    a run that scores many times (each validation epoch, each ablation variant) pays the start once. METEOR's
+    ``-stdio`` mode keeps no state between ``EVAL`` lines: a reused JVM gives a fresh one's numbers
+    (tests/test_metrics.py checks). An error stops the JVM (the next call starts a new one); so does
+    :func:`close_meteor` and the end of the process.
 
     Args:
         candidates: Image id -> tokenized candidate caption.
@@ -101,23 +107,61 @@ def meteor(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]
             raise ValueError(f"image id {image_id!r}: a caption holds a line break, which would desync METEOR")
     if shutil.which("java") is None:  # checked first: a Meteor() whose JVM failed to start breaks in __del__
         raise CaptioningError("METEOR 1.5 is a Java program and needs Java: no `java` on the PATH")
-    scorer = Meteor()
-    try:
-        score, scores = scorer.compute_score(gts, res)
-    except (ValueError, OSError) as error:
-        # A dead JVM (e.g. one that could not reserve its 2 GB heap) breaks the pipe, or answers b"", which float()
-        # rejects. It may close its output a moment before it exits.
-        process = scorer.meteor_p
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=5)
-        if process.returncode is None:
+    with _METEOR_START:
+        scorer = _meteor_process()
+        try:
+            score, scores = scorer.compute_score(gts, res)
+        except (ValueError, OSError) as error:
+            death = _meteor_death(scorer)
+            close_meteor()
+            if death is None:
+                raise
+            raise CaptioningError(death) from error
+        except BaseException:  # e.g. an interrupt mid-answer: the JVM's pipes are out of step, start afresh next time
+            close_meteor()
             raise
-        detail = process.stderr.read().decode(errors="replace").strip().splitlines()
-        message = detail[-1] if detail else "no message"
-        raise CaptioningError(f"METEOR's Java process exited with code {process.returncode}: {message}") from error
-    finally:
-        _close_meteor(scorer)
     return float(score), [float(value) for value in scores]
+
+
+# One METEOR JVM per process, started on first use (see meteor()). The lock also serializes callers: the JVM answers
+# one EVAL at a time.
+_METEOR: Meteor | None = None
+_METEOR_START = threading.RLock()
+
+
+def _meteor_process() -> Meteor:
+    global _METEOR
+    if _METEOR is not None and _METEOR.meteor_p.poll() is not None:  # the JVM died between calls: start another
+        close_meteor()
+    if _METEOR is None:
+        _METEOR = Meteor()
+    return _METEOR
+
+
+def close_meteor() -> None:
+    """Stop the process's METEOR JVM, if one runs (the next :func:`meteor` call starts a new one)."""
+    global _METEOR
+    with _METEOR_START:
+        scorer, _METEOR = _METEOR, None
+        if scorer is not None:
+            _close_meteor(scorer)
+
+
+atexit.register(close_meteor)
+
+
+def _meteor_death(scorer: Meteor) -> str | None:
+    """Why METEOR's JVM died, in one line; None if it still runs (then the error was not its death)."""
+    # A dead JVM (e.g. one that could not reserve its 2 GB heap) breaks the pipe, or answers b"", which float()
+    # rejects. It may close its output a moment before it exits.
+    process = scorer.meteor_p
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    if process.returncode is None:
+        return None
+    detail = process.stderr.read().decode(errors="replace").strip().splitlines()
+    message = detail[-1] if detail else "no message"
+    return f"METEOR's Java process exited with code {process.returncode}: {message}"
 
 
 def rouge_l(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]]) -> tuple[float, list[float]]:

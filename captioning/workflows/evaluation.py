@@ -37,6 +37,7 @@ def evaluate(
     batch_size: int = 64,
     num_workers: int = 0,
     spice: bool = False,
+    metrics: Sequence[str] | None = None,
     report: bool = False,
     report_max: int = 1000,
     layout: dict | None = None,
@@ -48,7 +49,9 @@ def evaluate(
     ``scores.json`` holds the metrics by name, plus ``decoding`` (beam size, length penalty, minimum and maximum
     length, ...) and ``vocabulary`` (size, counted splits, minimum count) entries; the return value is the metrics.
 
-    With ``spice``, SPICE is scored too where it can run (else skipped with one line). With ``report``, also
+    The metrics are pycocoevalcap's BLEU-1..4, METEOR, ROUGE-L and CIDEr-D; with ``spice``, SPICE too where it can
+    run (else skipped with one line); ``metrics`` names another selection (of ``WITH_SPICE``: a quick CIDEr-D check
+    skips METEOR's 5 s JVM start). With ``report``, also
     ``report.html`` (:mod:`captioning.viz.report`) with at most ``report_max`` images. ``layout``: the data
     module's file-layout settings (``annotations``, ``annotation_file``, ``image_dir``, ``coco_splits``,
     ``merge_restval``); by default the ``coco`` layout that ``prepare shapes`` writes. ``features``: a folder of
@@ -60,9 +63,9 @@ def evaluate(
     overrides = {"beam_size": beam_size} if beam_size else {}
     overrides |= {k: v for k, v in (decoding or {}).items() if v is not None}  # min_len, length_penalty, ...
     module = load_checkpoint(ckpt, **overrides)
-    # Every COCO metric, whatever subset the run validated with (a config may trim validation to what checkpoint
-    # selection needs).
-    module.evaluator.metrics = WITH_SPICE if spice else METRICS
+    # By default every COCO metric, whatever subset the run validated with (a config may trim validation to what
+    # checkpoint selection needs).
+    module.evaluator.metrics = tuple(metrics) if metrics else WITH_SPICE if spice else METRICS
     data = CaptionDataModule(
         str(data_root),
         image_size=module.hparams.image_size,
