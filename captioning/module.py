@@ -26,6 +26,7 @@ from captioning.decoding import Generation, LengthPenalty, beam_search
 from captioning.errors import CaptioningError, ConfigError
 from captioning.metrics.evaluator import CaptionEvaluator
 from captioning.metrics.tokenize import Backend, ptb_tokenize
+from captioning.models.attention.weights import AttentionWeights
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec, Inputs
 from captioning.rng import rng_states, set_rng_states
 from captioning.scst import Baseline, CiderReward, advantages, sample_captions, scst_loss
@@ -155,7 +156,7 @@ class CaptioningModule(pl.LightningModule):
         sample_prob = self.scheduled_sample_prob() if self.training else 0.0
         lengths = (targets != self.vocab.pad).sum(dim=1)  # (B,): steps up to the end token; the padding is not run
         logits, weights = self.captioner(batch.images, inputs, lengths=lengths, sample_prob=sample_prob)  # (B, T, V)
-        alphas = [w for name, w in weights.items() if name.startswith("alpha")]  # spatial maps (B, T, N)
+        alphas = list(AttentionWeights.of(weights).spatial.values())  # each attended layer's maps (B, T, N)
         return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
 
     def _count_skipped(self, batch: Batch, stage: str) -> bool:
@@ -204,7 +205,8 @@ class CaptioningModule(pl.LightningModule):
             self.load_init_weights()
         self._check_features()
         if h.scst:
-            # Rewards use document frequencies of the *training* references (REFERENCE.md section 5).
+            # Rewards use document frequencies of the *training* references (as in Rennie et al.'s CIDEr-D
+            # optimization, arXiv 1612.00563; the reported val/test CIDEr-D uses the split's own references).
             train = self.trainer.datamodule.records("train")
             tokenized = ptb_tokenize({r.image_id: list(r.captions) for r in train}, backend="python")
             self.reward = CiderReward(tokenized)

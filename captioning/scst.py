@@ -9,8 +9,9 @@ and the policy gradient with a baseline b (eq. 8-9):
 
 ``log p(w^s)`` sums the sampled words' and the ``<eos>``'s log-probabilities; the loss is averaged over those tokens
 (as the widely used implementation of Luo et al. does), so long samples do not dominate the gradient. Rewards use
-CIDEr-D with document frequencies from the **training** references (REFERENCE.md section 5: the reported val/test
-CIDEr-D still uses the split's own references), computed by the fast :class:`~captioning.metrics.cider.CiderD`.
+CIDEr-D with document frequencies from the **training** references (as Rennie et al., arXiv 1612.00563, optimize
+CIDEr-D; the reported val/test CIDEr-D still uses the split's own references), computed by the fast
+:class:`~captioning.metrics.cider.CiderD`.
 """
 
 from __future__ import annotations

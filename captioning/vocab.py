@@ -1,6 +1,7 @@
 """Caption vocabulary: nltk Treebank tokenization, train-split counts, special tokens, JSON round trip.
 
-Conventions (../shared/REFERENCE.md section 4): lowercase, punctuation dropped, captions clipped to ``max_len``
+Conventions (the COCO caption evaluation's preprocessing, Chen et al. 2015, arXiv 1504.00325, section 3.1, and
+Karpathy & Fei-Fei's split files, arXiv 1412.2306): lowercase, punctuation dropped, captions clipped to ``max_len``
 words, words below ``min_count`` map to ``<unk>``. The vocabulary is built from the train split only, so no
 val/test word leaks into training (the older convention counts every split; see the README).
 """

@@ -10,6 +10,7 @@ from captioning.data.records import Box
 from captioning.data.synonyms import COCO_WORDS, SHAPES_WORDS, synonyms_for
 from captioning.metrics.evaluator import CaptionEvaluator
 from captioning.metrics.grounding import GroundingTarget, ground_caption, summarize
+from captioning.models.attention.weights import FINAL_MAP
 from captioning.viz.tables import grounding_markdown, naming_table
 
 # A 96 x 96 image on a 3 x 3 grid (32-px cells): a circle in the top-left cell, a square in the bottom-right one.
@@ -26,16 +27,16 @@ def test_attention_on_the_named_object_hits_and_elsewhere_misses() -> None:
     words = ["a", "red", "circle", "<eos>"]
     on = ground_caption(words, {"alpha": peaked(0)}, TARGET, synonyms=SHAPES_WORDS)
     off = ground_caption(words, {"alpha": peaked(8)}, TARGET, synonyms=SHAPES_WORDS)
-    assert (on.layers["alpha"].words, on.layers["alpha"].hits) == (1, 1)
-    assert (off.layers["alpha"].words, off.layers["alpha"].hits) == (1, 0)
-    assert on.layers["alpha"].mass > 4 * on.layers["alpha"].area > off.layers["alpha"].mass
-    assert on.layers["alpha"].area == pytest.approx(24 * 24 / 96**2)
+    assert (on.layers[FINAL_MAP].words, on.layers[FINAL_MAP].hits) == (1, 1)
+    assert (off.layers[FINAL_MAP].words, off.layers[FINAL_MAP].hits) == (1, 0)
+    assert on.layers[FINAL_MAP].mass > 4 * on.layers[FINAL_MAP].area > off.layers[FINAL_MAP].mass
+    assert on.layers[FINAL_MAP].area == pytest.approx(24 * 24 / 96**2)
 
 
 def test_uniform_attention_puts_the_box_area_share_inside_the_box() -> None:
     uniform = torch.full((3, 9), 1 / 9)
     result = ground_caption(["big", "blue", "box"], {"alpha": uniform}, TARGET, synonyms=SHAPES_WORDS)
-    tally = result.layers["alpha"]
+    tally = result.layers[FINAL_MAP]
     assert tally.area == pytest.approx(32 * 32 / 96**2)
     assert tally.mass == pytest.approx(tally.area)
 
@@ -46,9 +47,9 @@ def test_each_layer_is_scored_on_its_own_step_and_channel_weights_are_ignored() 
     layer_b[1] = peaked(8)[1]  # step 1 ("square") looks at the square in layer b only
     attention = {"alpha.layer4.1.conv1": layer_a, "alpha.layer4": layer_b, "beta.layer4": torch.rand(4, 16)}
     result = ground_caption(["circle", "square", "<eos>"], attention, TARGET, synonyms=SHAPES_WORDS)
-    assert set(result.layers) == {"alpha.layer4.1.conv1", "alpha.layer4"}
-    assert result.layers["alpha.layer4.1.conv1"].hits == 1  # circle hit, square missed
-    assert result.layers["alpha.layer4"].hits == 2
+    assert set(result.layers) == {"layer4.1.conv1", "layer4"}  # by attended layer: the channel weights are not read
+    assert result.layers["layer4.1.conv1"].hits == 1  # circle hit, square missed
+    assert result.layers["layer4"].hits == 2
     scores = summarize({1: result})
     assert scores["pointing.layer4"] == 1.0
     assert scores["pointing.layer4.1.conv1"] == 0.5
@@ -59,7 +60,7 @@ def test_each_layer_is_scored_on_its_own_step_and_channel_weights_are_ignored() 
 def test_absent_objects_are_counted_apart_and_other_words_are_ignored() -> None:
     result = ground_caption(["a", "star", "and", "a", "disc"], {"alpha": peaked(0, 5)}, TARGET, synonyms=SHAPES_WORDS)
     assert result.absent == 1  # no star in the image
-    assert result.layers["alpha"].words == 1  # "disc" names the circle
+    assert result.layers[FINAL_MAP].words == 1  # "disc" names the circle
     assert summarize({1: result})["absent_object_words"] == 1
 
 
@@ -68,7 +69,7 @@ def test_non_square_images_and_grids() -> None:
     weights = torch.zeros(1, 8)
     weights[0, 3] = 1.0  # top-right cell
     result = ground_caption(["dogs"], {"alpha": weights}, target, synonyms=synonyms_for({"dog"}))
-    assert result.layers["alpha"].hits == 1
+    assert result.layers[FINAL_MAP].hits == 1
     with pytest.raises(ValueError, match="grid"):
         ground_caption(["dog"], {"alpha": torch.ones(1, 7) / 7}, target, synonyms=COCO_WORDS)
 
@@ -140,7 +141,7 @@ def test_a_caption_records_the_categories_it_names_and_those_in_its_image() -> N
     without = ground_caption(words, {}, TARGET, synonyms=SHAPES_WORDS)
     assert with_maps.named == without.named == {"circle", "square"}
     assert with_maps.present == without.present == {"circle", "square"}
-    assert without.layers == {} and with_maps.layers["alpha"].words == 2
+    assert without.layers == {} and with_maps.layers[FINAL_MAP].words == 2
     nothing = ground_caption(["a", "red", "thing"], {}, TARGET, synonyms=SHAPES_WORDS)
     assert nothing.named == frozenset() and nothing.present == {"circle", "square"}
 

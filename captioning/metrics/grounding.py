@@ -46,6 +46,8 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
+from captioning.models.attention.weights import FINAL_MAP, AttentionWeights
+
 
 class Box(Protocol):
     """What grounding reads of an object box (:class:`captioning.data.records.Box` is one): COCO convention, the
@@ -120,7 +122,8 @@ def ground_caption(
     Args:
         words: the generated words; word t was produced at step t.
         attention: per layer, the spatial weights of each step, (T', N) with T' >= len(words) and N = h*w
-            locations in row-major order; only ``alpha*`` entries are read (channel weights are not spatial).
+            locations in row-major order, named as the decoder carries them
+            (:class:`~captioning.models.attention.weights.AttentionWeights`); only the spatial ones are read.
             Empty for a model without spatial attention: then only the naming fields are filled.
         target: the image's size and boxes.
         synonyms: caption word -> box category.
@@ -128,8 +131,9 @@ def ground_caption(
     """
     named = [(t, synonyms[w]) for t, w in enumerate(words) if w in synonyms]
     present = frozenset(box.category for box in target.boxes)
+    spatial = AttentionWeights.of(attention).spatial  # attended layer -> (T', N)
     result = ImageGrounding(
-        {name: LayerTally() for name in attention if name.startswith("alpha")},
+        {layer: LayerTally() for layer in spatial},
         named=frozenset(category for _, category in named),
         present=present,
         objects=len(target.boxes),
@@ -141,9 +145,7 @@ def ground_caption(
     scale = resolution / max(target.width, target.height)
     height, width = max(1, round(target.height * scale)), max(1, round(target.width * scale))
     masks = {c: _box_mask([b for b in target.boxes if b.category == c], target, height, width) for _, c in scored}
-    for name, weights in attention.items():
-        if not name.startswith("alpha"):
-            continue
+    for name, weights in spatial.items():
         tally = result.layers[name]
         n = weights.shape[-1]
         grid_h = max(1, round((n * target.height / target.width) ** 0.5))
@@ -179,7 +181,7 @@ def summarize(images: Mapping[int, ImageGrounding]) -> dict[str, float | None]:
             totals.setdefault(name, LayerTally()).add(tally)
     out: dict[str, float | None] = {}
     for name, tally in totals.items():  # insertion order: the attention's layers, bottom-up
-        layer = name.removeprefix("alpha").removeprefix(".") or "soft"
+        layer = "soft" if name == FINAL_MAP else name
         n = tally.words
         top = (
             {"pointing": tally.hits / n, "mass": tally.mass / n, "area": tally.area / n}

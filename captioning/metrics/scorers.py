@@ -14,7 +14,7 @@ Metrics and papers:
 Every number is pycocoevalcap's (1.2): BLEU, METEOR and ROUGE-L feed its scorers (``Bleu(4)``, ``Meteor()``,
 ``Rouge()``) the ``{id: [candidate]}`` and ``{id: references}`` dicts they expect; CIDEr-D comes from
 :mod:`captioning.metrics.cider`, a vectorized ``Cider()`` with the same numbers (to about 1e-15), over ten times
-faster. Conventions (REFERENCE.md section 5):
+faster. Conventions (Chen et al. 2015, arXiv 1504.00325, section 3, and pycocoevalcap's code):
 
 - Input is already tokenized the COCO way (lowercased, punctuation dropped, tokens joined by single spaces):
   run :func:`~captioning.metrics.tokenize.ptb_tokenize` on raw text first, or let :func:`coco_scores` do it.

@@ -4,7 +4,7 @@ pycocoevalcap's ``PTBTokenizer`` (Chen et al. 2015, "Microsoft COCO Captions: Da
 Server", arXiv 1504.00325) runs the Stanford CoreNLP 3.4.1 ``PTBTokenizer`` (Java; the jar ships in the package)
 with ``-preserveLines -lowerCase``, one caption per line, then drops the punctuation tokens in its
 ``PUNCTUATIONS`` list. The scorers in :mod:`captioning.metrics.scorers` expect text tokenized this way, references
-and candidates alike (REFERENCE.md section 5).
+and candidates alike (Chen et al. 2015, arXiv 1504.00325, section 3.1).
 
 :func:`ptb_tokenize` calls ``PTBTokenizer.tokenize`` itself and returns the same tokens, with three departures
 that change no token of a caption pycocoevalcap tokenizes correctly:

@@ -15,7 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.errors import ConfigError
+from captioning.models.attention.registry import DECODER_ATTENTIONS
 from captioning.models.backbones import RESNET_LAYERS, VGG_CONFIGS
+from captioning.models.cbam import BACKBONE_ATTENTIONS
 from captioning.models.decoder import LSTMDecoder, Memory, State
 from captioning.models.encoder import Encoder, ResNetEncoder, VGGEncoder
 
@@ -34,7 +36,7 @@ class EncoderSpec:
     """
 
     depth: int = 18
-    attention: Literal["none", "se", "cbam"] = "none"
+    attention: str = "none"  # a name of BACKBONE_ATTENTIONS: none, se, cbam (or one registered there)
     weights: str | None = None
     width: int = 64
     trainable: bool = True
@@ -47,6 +49,8 @@ class EncoderSpec:
         depths = RESNET_LAYERS if self.arch == "resnet" else VGG_CONFIGS
         if self.depth not in depths:
             raise ConfigError(f"encoder depth must be one of {sorted(depths)} for arch {self.arch}, got {self.depth}")
+        if self.attention not in BACKBONE_ATTENTIONS:
+            raise ConfigError(f"encoder attention must be one of {sorted(BACKBONE_ATTENTIONS)}, got {self.attention!r}")
         if self.arch != "resnet" and self.output_stride != 32:
             raise ConfigError("output_stride 16 is a ResNet option (VGG's last convs are at stride 16 already)")
         if self.arch != "resnet" and self.attention != "none":
@@ -59,7 +63,7 @@ class EncoderSpec:
 class DecoderSpec:
     """The decoder's constructor arguments (see :class:`LSTMDecoder`) other than the sizes linked from elsewhere."""
 
-    attention: Literal["none", "soft", "sca"] = "soft"
+    attention: str = "soft"  # a name of DECODER_ATTENTIONS: none, soft, sca (or one registered there)
     embed_dim: int = 256
     hidden_dim: int = 512
     attn_dim: int = 256
@@ -68,6 +72,10 @@ class DecoderSpec:
     sca_layers: tuple[str, ...] = ()  # level names of the attended maps (Encoder.level_names()); () = the paper's two
     output: Literal["linear", "deep"] = "linear"  # W_o h_t, or the official deep output (see LSTMDecoder)
     first_input: Literal["bos", "zero"] = "bos"  # the <bos> embedding, or the official zero vector
+
+    def __post_init__(self) -> None:
+        if self.attention not in DECODER_ATTENTIONS:
+            raise ConfigError(f"decoder attention must be one of {sorted(DECODER_ATTENTIONS)}, got {self.attention!r}")
 
 
 class Captioner(nn.Module):
@@ -110,7 +118,7 @@ class Captioner(nn.Module):
                 trainable=encoder.trainable,
                 train_modules=encoder.train_modules,
             )
-        sca = {"order": decoder.sca_order, "layers": decoder.sca_layers} if decoder.attention == "sca" else {}
+        options = {"order": decoder.sca_order, "layers": decoder.sca_layers} if decoder.attention == "sca" else {}
         lstm = LSTMDecoder(
             vocab_size,
             encoder=cnn,
@@ -121,7 +129,7 @@ class Captioner(nn.Module):
             dropout=decoder.dropout,
             output=decoder.output,
             zero_token=bos if decoder.first_input == "zero" else None,
-            **sca,
+            **options,
         )
         return cls(cnn, lstm, blind=blind)
 

@@ -3,7 +3,8 @@
 CBAM: Woo et al., "CBAM: Convolutional Block Attention Module", ECCV 2018, arXiv 1807.06521, section 3.
 SE: Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018, arXiv 1709.01507.
 
-Layout follows the official CBAM code (../shared/REFERENCE.md section 1): biased MLP with reduction r = 16,
+Layout follows CBAM (Woo et al., ECCV 2018, arXiv 1807.06521, section 3) and its official code
+(github.com/Jongchan/attention-module): biased MLP with reduction r = 16,
 channel pool order [max; mean] for the spatial gate, a bias-free 7x7 conv followed by BatchNorm2d(1), and the
 optional zero-init of that BN's weight so every spatial gate starts at sigmoid(0) = 0.5. Modules map
 x -> x (same shape).
@@ -17,6 +18,8 @@ of the paper's form times 2; the parameter count is the same. Training from scra
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -119,13 +122,28 @@ class SE(nn.Module):
         return x * self.gate(x)[:, :, None, None]
 
 
+class BackboneAttentionFactory(Protocol):
+    """Builds a (B, C, H, W) -> (B, C, H, W) module for a block's ``channels``; ``identity_init``: one that starts
+    as the identity (for gates grafted onto pretrained weights, module docstring)."""
+
+    def __call__(self, channels: int, *, reduction: int, identity_init: bool) -> nn.Module: ...
+
+
+def _identity(channels: int, *, reduction: int, identity_init: bool) -> nn.Module:
+    return nn.Identity()
+
+
+# Backbone attention by name: what ``EncoderSpec.attention`` (``--model.encoder.attention``) reads. A new one is a
+# module and one line here (tests/test_attention_contract.py registers a toy one from outside).
+BACKBONE_ATTENTIONS: dict[str, BackboneAttentionFactory] = {
+    "none": _identity,  # torchvision's network exactly (the attention slot is nn.Identity)
+    "se": SE,  # squeeze-and-excitation (Hu et al. 2018)
+    "cbam": CBAM,  # channel, then spatial (Woo et al. 2018, Fig. 1)
+}
+
+
 def block_attention(kind: str, channels: int, *, reduction: int = 16, identity_init: bool = False) -> nn.Module:
-    """Registry of backbone attention by name: ``none`` (identity), ``se``, ``cbam``; ``identity_init`` for gates
-    grafted onto a pretrained network (module docstring)."""
-    if kind == "none":
-        return nn.Identity()
-    if kind == "se":
-        return SE(channels, reduction=reduction, identity_init=identity_init)
-    if kind == "cbam":
-        return CBAM(channels, reduction=reduction, identity_init=identity_init)
-    raise ValueError(f"unknown backbone attention {kind!r}; choose none, se or cbam")
+    """The registered backbone attention ``kind`` for a block of ``channels``."""
+    if kind not in BACKBONE_ATTENTIONS:
+        raise ValueError(f"unknown backbone attention {kind!r}; choose one of {sorted(BACKBONE_ATTENTIONS)}")
+    return BACKBONE_ATTENTIONS[kind](channels, reduction=reduction, identity_init=identity_init)

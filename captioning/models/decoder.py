@@ -22,24 +22,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from captioning.models.attention.soft import MeanAttention, SoftAttention
+from captioning.models.attention.registry import decoder_attention
 from captioning.models.encoder import Encoder
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (B, D)
 Memory = dict[str, torch.Tensor]  # batch-first tensors, one row per image (or beam)
-
-
-def decoder_attention(kind: str, encoder: Encoder, *, hidden_dim: int, attn_dim: int, **sca) -> nn.Module:
-    """Registry of decoder attention by name: ``none`` (mean pooling), ``soft`` (Show-Attend-Tell), ``sca``."""
-    if kind == "none":
-        return MeanAttention()
-    if kind == "soft":
-        return SoftAttention(encoder.out_channels, hidden_dim, attn_dim)
-    if kind == "sca":
-        from captioning.models.attention.multilayer import MultiLayerSCA
-
-        return MultiLayerSCA(encoder, hidden_dim=hidden_dim, attn_dim=attn_dim, **sca)
-    raise ValueError(f"unknown decoder attention {kind!r}; choose none, soft or sca")
 
 
 class LSTMDecoder(nn.Module):
@@ -51,12 +38,13 @@ class LSTMDecoder(nn.Module):
         embed_dim: word embedding size E.
         hidden_dim: LSTM size D.
         attn_dim: attention MLP size A (k in SCA-CNN).
-        attention: decoder attention by name (``none``, ``soft``, ``sca``).
+        attention: decoder attention by name (:data:`~captioning.models.attention.registry.DECODER_ATTENTIONS`:
+            ``none``, ``soft``, ``sca``, and any registered there).
         dropout: before the output layer (and, for ``deep``, also on h_t inside it, as the official code).
         output: ``linear`` (W_o h_t) or ``deep`` (see the module docstring).
         zero_token: the token whose embedding is a fixed zero vector (``<bos>`` for the official zero first input);
             None: every token has a learnt embedding.
-        sca: for ``sca``: ``order`` and ``layers`` (see :class:`MultiLayerSCA`).
+        options: the attention's own settings (for ``sca``: ``order`` and ``layers``, see :class:`MultiLayerSCA`).
     """
 
     def __init__(
@@ -71,14 +59,14 @@ class LSTMDecoder(nn.Module):
         dropout: float,
         output: str = "linear",
         zero_token: int | None = None,
-        **sca,
+        **options,
     ) -> None:
         super().__init__()
         if output not in ("linear", "deep"):
             raise ValueError(f"unknown output layer {output!r}; choose linear or deep")
         encoder_dim = encoder.out_channels
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=zero_token)
-        self.attention = decoder_attention(attention, encoder, hidden_dim=hidden_dim, attn_dim=attn_dim, **sca)
+        self.attention = decoder_attention(attention, encoder, hidden_dim=hidden_dim, attn_dim=attn_dim, **options)
         self.init_h = nn.Linear(encoder_dim, hidden_dim)
         self.init_c = nn.Linear(encoder_dim, hidden_dim)
         self.lstm = nn.LSTMCell(embed_dim + encoder_dim, hidden_dim)

@@ -1,7 +1,7 @@
 """CNN encoders (a CBAM/SE ResNet up to ``layer4``, a VGG up to its last conv), and the split that multi-layer
 SCA-CNN attention needs.
 
-SCA-CNN (Chen et al., CVPR 2017, arXiv 1611.05594, section 3.1; ../shared/REFERENCE.md section 2) attends several
+SCA-CNN (Chen et al., CVPR 2017, arXiv 1611.05594, section 3.1) attends several
 maps of the CNN and feeds each attended map to the layers above it: V^{l+1} = CNN_{l+1}(X^l). Everything above the
 lowest attended map therefore runs again at every word; everything below it runs once per image. Every encoder
 exposes three attendable levels; level 2 is always the final map that ``forward`` returns.
@@ -201,7 +201,8 @@ class ResNetEncoder(Encoder):
 
     Args:
         depth: 18, 34, 50, 101 or 152.
-        attention: backbone attention in every residual block: ``none``, ``se`` or ``cbam``.
+        attention: backbone attention in every residual block, by name
+            (:data:`~captioning.models.cbam.BACKBONE_ATTENTIONS`: ``none``, ``se``, ``cbam``, or one registered there).
         weights: torchvision ImageNet weights name (``IMAGENET1K_V1``, ``IMAGENET1K_V2``) or None for random init.
         width: base width (64 = standard; smaller for fast CPU models, random init only).
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
@@ -220,7 +221,7 @@ class ResNetEncoder(Encoder):
         self,
         depth: int,
         *,
-        attention: Literal["none", "se", "cbam"] = "none",
+        attention: str = "none",
         weights: str | None = None,
         width: int = 64,
         trainable: bool = True,

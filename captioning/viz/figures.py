@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from captioning.decoding import Generation
+from captioning.models.attention.weights import FINAL_MAP, AttentionWeights
 from captioning.viz.attention import plot_word_attention
 from captioning.viz.channels import plot_channel_attention
 
@@ -31,22 +32,17 @@ class Captioned:
 
     @property
     def spatial(self) -> dict[str, torch.Tensor]:
-        """Attended layer -> (T, N) spatial weights (``attention`` for soft attention's single map)."""
-        return _by_layer(self.attention, "alpha")
+        """Attended layer -> (T, N) spatial weights (labelled ``attention`` for soft attention's single map)."""
+        return _labelled(AttentionWeights.of(self.attention).spatial)
 
     @property
     def channel(self) -> dict[str, torch.Tensor]:
         """Attended layer -> (T, C) channel weights (SCA-CNN with a channel step)."""
-        return _by_layer(self.attention, "beta")
+        return _labelled(AttentionWeights.of(self.attention).channel)
 
 
-def _by_layer(attention: Mapping[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for name, weights in attention.items():
-        head, _, layer = name.partition(".")
-        if head == kind:
-            out[layer or "attention"] = weights
-    return out
+def _labelled(by_layer: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {"attention" if layer == FINAL_MAP else layer: weights for layer, weights in by_layer.items()}
 
 
 def split_generation(captions: Sequence[str], generation: Generation, pixels: np.ndarray) -> list[Captioned]:

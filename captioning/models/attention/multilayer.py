@@ -4,7 +4,7 @@ For attended levels l_1 < ... < l_n of the encoder's last block (see :mod:`capti
 word t, with h_{t-1} the decoder's previous hidden state:
 
     V^{l_1}     = the cached, un-attended map of the lowest attended level        (R, C_1, h, w)
-    X^{l_i}     = SCA(V^{l_i}, h_{t-1})  = alpha * beta * V, rescaled              (paper eq. 1-2; REFERENCE sec. 2)
+    X^{l_i}     = SCA(V^{l_i}, h_{t-1})  = alpha * beta * V, rescaled              (paper sec. 3, eq. 1-2)
     V^{l_i + 1} = CNN_{l_i + 1}(X^{l_i})                                           (the block's own layers, ``lift``)
     context     = sqrt(C) * L2-normalize(mean_hw X^{top})                          (official code; (R, C))
 
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from captioning.models.attention.sca import SCAttention
+from captioning.models.attention.weights import AttentionWeights
 from captioning.models.encoder import Encoder
 
 
@@ -102,7 +103,7 @@ class MultiLayerSCA(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """memory, h_{t-1} (R, D) -> context (R, C) and {``alpha.<layer>``: (R, N), ``beta.<layer>``: (R, C_l)}."""
         x, block_input, level = memory["low"], memory["block_input"], self.levels[0]
-        weights: dict[str, torch.Tensor] = {}
+        weights = AttentionWeights()
         for target, name, attend in zip(self.levels, self.names, self.layers, strict=True):
             while level < target:  # V^{l+1} = CNN_{l+1}(X^l)
                 x = encoder.lift(x, level, block_input=block_input)
@@ -111,13 +112,13 @@ class MultiLayerSCA(nn.Module):
             if level == 0 and encoder.level0_is_block_input:  # the block sees the attended input, shortcut too
                 block_input = x
             if alphas is not None:
-                weights[f"alpha.{name}"] = alphas
+                weights.spatial[name] = alphas
             if betas is not None:
-                weights[f"beta.{name}"] = betas
+                weights.channel[name] = betas
         while level < 2:
             x = encoder.lift(x, level, block_input=block_input)
             level += 1
-        return _unit_rms(x.mean(dim=(2, 3))), weights  # (R, C)
+        return _unit_rms(x.mean(dim=(2, 3))), weights.flat()  # (R, C)
 
 
 def _unit_rms(x: torch.Tensor) -> torch.Tensor:

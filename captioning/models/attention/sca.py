@@ -1,7 +1,7 @@
 """SCA-CNN spatial and channel-wise attention on one feature map, conditioned on the decoder state h_{t-1}.
 
 Chen et al., "SCA-CNN: Spatial and Channel-wise Attention in Convolutional Networks for Image Captioning",
-CVPR 2017, arXiv 1611.05594, section 3 (equations as in ../shared/REFERENCE.md section 2). For V (C x m), m = H*W
+CVPR 2017, arXiv 1611.05594, section 3 (eq. 1-8, as the official code computes them). For V (C x m), m = H*W
 locations, and (+) adding a vector to every column:
 
     spatial:  a     = tanh((W_s V + b_s) (+) W_hs h_{t-1})          (k x m)
@@ -95,7 +95,7 @@ def channel_scores(
     """s_{b,c} = sum_k u_k tanh(v_{b,c} w_k + e_{b,k}), the channel attention's energies (SCA-CNN eq. 6-7, W'_i = u).
 
     The time and memory hot spot of SCA-CNN: the tanh tensor is (B, C, k) per step and attended layer (64 x 2048 x
-    512 floats for res5c, ../shared/REFERENCE.md section 2). Two exact rewrites make it cheaper than the plain
+    512 floats for res5c, with the official code's k = 512). Two exact rewrites make it cheaper than the plain
     expression under autograd (about twenty passes over such tensors, from broadcast products, sums and their
     gradients, and ``tanh_backward``):
 
@@ -183,7 +183,7 @@ class SCAttention(nn.Module):
         attn_dim: attention size k (512 in the official code).
         order: ``cs`` (channel, then spatial on the channel-weighted map), ``sc``, ``c`` or ``s``.
         rescale: multiply each product by the number of elements its weights average over (x C after channel
-            attention, x m after spatial), as the official code does (../shared/REFERENCE.md section 2), so the
+            attention, x m after spatial), as the official code does (github.com/zjuchenlong/sca-cnn.cvpr17), so the
             attended map keeps V's mean magnitude and uniform weights return V.
 
     Raises:

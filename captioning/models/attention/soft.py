@@ -16,8 +16,9 @@ The decoder attention protocol (shared with multi-layer SCA-CNN):
     ``features(encoder, images)`` is what the attention reads from the CNN below the layers it recomputes (here the
     final map; for SCA the last block's input and lowest attended map): what ``captioning extract`` stores for a
     frozen encoder. ``from_features(encoder, features)`` makes the memory from it.
-    ``forward(memory, hidden, encoder)`` returns the context (B, C) and a dict of named attention weights
-    (``alpha``: (B, N) spatial, over locations).
+    ``forward(memory, hidden, encoder)`` returns the context (B, C) and the step's attention weights
+    (:class:`~captioning.models.attention.weights.AttentionWeights`, flat: ``alpha`` (B, N), spatial, over
+    locations). The typed interface and the registry of attentions by name: :mod:`captioning.models.attention.registry`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from captioning.models.attention.weights import FINAL_MAP, AttentionWeights
 from captioning.models.encoder import Encoder
 
 
@@ -81,4 +83,5 @@ class SoftAttention(_FinalMap):
         energy = torch.tanh(memory["projected"] + self.hidden_proj(hidden)[:, None, :])  # (B, N, A)
         alphas = torch.softmax(self.score(energy).squeeze(-1), dim=1)  # (B, N), eq. 5: over locations
         context = torch.einsum("bn,bnc->bc", alphas, memory["features"])  # (B, C)
-        return torch.sigmoid(self.gate(hidden)) * context, {"alpha": alphas}  # beta_t (B, 1) * context
+        weights = AttentionWeights(spatial={FINAL_MAP: alphas}).flat()  # {"alpha": (B, N)}
+        return torch.sigmoid(self.gate(hidden)) * context, weights  # beta_t (B, 1) * context
