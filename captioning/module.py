@@ -145,10 +145,6 @@ class CaptioningModule(pl.LightningModule):
         self.vocab = Vocabulary(vocabulary, rule=vocabulary_rule)
         self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind, bos=self.vocab.bos)
         self.evaluator = CaptionEvaluator(metrics, tokenizer=tokenizer)
-        self.last_scores: dict[str, float] = {}
-        self.last_per_image: dict[int, dict[str, float]] = {}
-        self.last_results: list[dict] = []
-        self.last_grounding: dict[str, float | None] = {}
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -187,10 +183,10 @@ class CaptioningModule(pl.LightningModule):
 
     # -- self-critical sequence training -----------------------------------------------------------------------------
     def on_fit_start(self) -> None:
-        h = self.hparams
-        if h.encoder_frozen_epochs:
+        hp = self.hparams
+        if hp.encoder_frozen_epochs:
             stages = {n for n, _ in self.captioner.encoder.backbone.named_children()}
-            if unknown := set(h.encoder_unfreeze) - stages:
+            if unknown := set(hp.encoder_unfreeze) - stages:
                 raise ConfigError(
                     f"encoder_unfreeze: unknown stages {sorted(unknown)}; the encoder has {sorted(stages)}"
                 )
@@ -201,10 +197,10 @@ class CaptioningModule(pl.LightningModule):
                     "encoder_frozen_epochs under DDP needs --trainer.strategy ddp_find_unused_parameters_true "
                     "(frozen layers produce no gradient for DDP to wait for)"
                 )
-        if h.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own weights
+        if hp.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own weights
             self.load_init_weights()
         self._check_features()
-        if h.scst:
+        if hp.scst:
             # Rewards use document frequencies of the *training* references (as in Rennie et al.'s CIDEr-D
             # optimization, arXiv 1612.00563; the reported val/test CIDEr-D uses the split's own references).
             train = self.trainer.datamodule.records("train")
@@ -260,18 +256,18 @@ class CaptioningModule(pl.LightningModule):
 
     def scst_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Rennie et al. 2017 eq. 9 on one batch (see :mod:`captioning.scst`)."""
-        h, vocab = self.hparams, self.vocab
-        suppress = (vocab.pad, vocab.bos, *((vocab.unk,) if h.suppress_unk else ()))
-        draw = {"samples": h.scst_samples, "bos": vocab.bos, "eos": vocab.eos, "max_len": h.max_len}
+        hp, vocab = self.hparams, self.vocab
+        suppress = (vocab.pad, vocab.bos, *((vocab.unk,) if hp.suppress_unk else ()))
+        draw = {"samples": hp.scst_samples, "bos": vocab.bos, "eos": vocab.eos, "max_len": hp.max_len}
         samples = sample_captions(self.captioner, batch.images, suppress=suppress, **draw)
         rewards = self.reward(batch.image_ids, [vocab.decode(row) for row in samples.tokens])  # (B, S)
         greedy = None
-        if h.scst_baseline == "greedy":
+        if hp.scst_baseline == "greedy":
             # The test-time caption (Rennie et al. section 5): generate() decodes in eval mode, dropout off, and puts
             # the training mode back.
             captions, _ = self.generate(batch.images, beam_size=1)
             greedy = self.reward(batch.image_ids, captions)[:, 0]  # (B,)
-        advantage = advantages(rewards, baseline=h.scst_baseline, greedy_rewards=greedy).to(self.device)
+        advantage = advantages(rewards, baseline=hp.scst_baseline, greedy_rewards=greedy).to(self.device)
         loss = scst_loss(samples, advantage)
         reward = rewards.mean().to(self.device)
         return {"loss": loss, "reward": reward, "advantage": advantage.mean()}
@@ -292,17 +288,17 @@ class CaptioningModule(pl.LightningModule):
             self._rng_to_restore = None
 
     def scheduled_sample_prob(self) -> float:
-        h = self.hparams
-        if not h.sample_prob or self._trainer is None:
+        hp = self.hparams
+        if not hp.sample_prob or self._trainer is None:
             return 0.0
-        return h.sample_prob * min(1.0, self.trainer.current_epoch / max(1, h.sample_ramp_epochs))
+        return hp.sample_prob * min(1.0, self.trainer.current_epoch / max(1, hp.sample_ramp_epochs))
 
     def on_train_epoch_start(self) -> None:
-        h, encoder = self.hparams, self.captioner.encoder
-        if self.current_epoch < h.encoder_frozen_epochs:
+        hp, encoder = self.hparams, self.captioner.encoder
+        if self.current_epoch < hp.encoder_frozen_epochs:
             encoder.set_frozen(None)  # the whole CNN
-        elif h.encoder_frozen_epochs:
-            chosen = set(h.encoder_unfreeze)
+        elif hp.encoder_frozen_epochs:
+            chosen = set(hp.encoder_unfreeze)
             encoder.set_frozen({n for n, _ in encoder.backbone.named_children()} - chosen if chosen else set())
         else:
             # Lightning puts back the train/eval flags that each module had before its sanity-check validation by
@@ -311,23 +307,23 @@ class CaptioningModule(pl.LightningModule):
             encoder.train(self.training)
 
     def configure_optimizers(self) -> dict:
-        h = self.hparams
+        hp = self.hparams
         cnn = list(self.captioner.encoder.parameters())
         cnn_ids = {id(p) for p in cnn}
         groups = [{"params": [p for p in self.parameters() if id(p) not in cnn_ids]}]
-        groups.append({"params": cnn, "lr": h.encoder_lr if h.encoder_lr is not None else h.lr})
-        if h.optimizer == "adadelta":
+        groups.append({"params": cnn, "lr": hp.encoder_lr if hp.encoder_lr is not None else hp.lr})
+        if hp.optimizer == "adadelta":
             # torch adds weight_decay * w to the gradient: the gradient of the official (weight_decay / 2) * sum w^2,
             # so the official weight_decay * sum w^2 is 2 * weight_decay here; the CNN has none (decoder only).
-            groups[0]["weight_decay"], groups[1]["weight_decay"] = 2 * h.weight_decay, 0.0
-            optimizer = torch.optim.Adadelta(groups, lr=h.lr, rho=0.95, eps=1e-6, foreach=True)
+            groups[0]["weight_decay"], groups[1]["weight_decay"] = 2 * hp.weight_decay, 0.0
+            optimizer = torch.optim.Adadelta(groups, lr=hp.lr, rho=0.95, eps=1e-6, foreach=True)
             return self._with_schedule(optimizer)
         # The fused AdamW kernel (CPU and CUDA): one pass per parameter tensor instead of about ten elementwise ops;
         # 10x faster than the default per-tensor loop on the CPU here. Lightning refuses fused optimizers under
         # mixed precision with clipping (they may unscale internally), so mixed precision gets the foreach kernels.
         mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         kernel = {"foreach": True} if mixed else {"fused": True}
-        return self._with_schedule(torch.optim.AdamW(groups, lr=h.lr, weight_decay=h.weight_decay, **kernel))
+        return self._with_schedule(torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay, **kernel))
 
     def _with_schedule(self, optimizer: torch.optim.Optimizer) -> dict:
         if self.hparams.lr_schedule == "constant" and not self.hparams.warmup_steps:
@@ -355,30 +351,30 @@ class CaptioningModule(pl.LightningModule):
 
         Decodes in eval and inference mode whatever mode the model is in, and puts its train/eval flags back
         (:func:`~captioning.decoding.beam_search`)."""
-        h, vocab = self.hparams, self.vocab
+        hp, vocab = self.hparams, self.vocab
         generation = beam_search(
             self.captioner,
             images,
             bos=vocab.bos,
             eos=vocab.eos,
-            max_len=h.max_len,
-            beam_size=beam_size or h.beam_size,
-            min_len=h.min_len,
-            length_penalty=h.length_penalty,
-            length_alpha=h.length_alpha,
-            block_trigrams=h.block_trigrams,
-            suppress=(vocab.pad, vocab.bos, *((vocab.unk,) if h.suppress_unk else ())),
+            max_len=hp.max_len,
+            beam_size=beam_size or hp.beam_size,
+            min_len=hp.min_len,
+            length_penalty=hp.length_penalty,
+            length_alpha=hp.length_alpha,
+            block_trigrams=hp.block_trigrams,
+            suppress=(vocab.pad, vocab.bos, *((vocab.unk,) if hp.suppress_unk else ())),
         )
         return [self.vocab.decode(row) for row in generation.tokens], generation
 
     def evaluation_settings(self) -> dict[str, dict]:
         """What a score depends on besides the weights, for ``scores.json``: the decoding settings :meth:`generate`
         uses, and the vocabulary (its size and, where known, how its words were chosen)."""
-        h = self.hparams
+        hp = self.hparams
         names = ("beam_size", "length_penalty", "length_alpha", "min_len", "max_len", "block_trigrams", "suppress_unk")
         rule = self.vocab.rule or {}
         vocabulary = {"size": len(self.vocab), "counted": rule.get("counted"), "min_count": rule.get("min_count")}
-        return {"decoding": {name: h[name] for name in names}, "vocabulary": vocabulary}
+        return {"decoding": {name: hp[name] for name in names}, "vocabulary": vocabulary}
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stage: str) -> None:
@@ -392,12 +388,9 @@ class CaptioningModule(pl.LightningModule):
         if self.trainer.sanity_checking:  # a 2-batch sanity run would log meaningless split scores
             self.evaluator.reset()
             return
-        self.last_scores, self.last_per_image = self.evaluator.compute()
-        self.last_results = self.evaluator.results()
-        self.last_grounding = self.evaluator.grounding_scores()  # gathered with the captions: equal on every rank
-        self.evaluator.reset()
+        evaluation = self.evaluator.evaluate()  # kept as self.evaluator.last (what `evaluate` writes)
         # Every rank holds the same broadcast scores; sync_dist averages identical values (and keeps Lightning quiet).
-        measured = {k: v for k, v in {**self.last_scores, **self.last_grounding}.items() if v is not None}
+        measured = {k: v for k, v in {**evaluation.scores, **evaluation.grounding}.items() if v is not None}
         scores = {f"{stage}/{k}": v for k, v in measured.items()}
         self.log_dict(scores, prog_bar=stage == "val", sync_dist=True)
 

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from pycocoevalcap.meteor.meteor import Meteor
 
 from captioning.cli import main
 from captioning.data.dataset import Batch
@@ -54,3 +55,13 @@ def run_cli(capsys, *args) -> tuple[int, str]:
     except SystemExit as stop:
         status = stop.code
     return status, capsys.readouterr().err
+
+
+@pytest.fixture(scope="session")
+def pycocoevalcap_meteor():
+    """pycocoevalcap's own ``Meteor()``, the reference the tests compare with: one JVM for the session (its -stdio
+    mode keeps no state between calls; tests/test_metrics.py checks ours against golden fresh-JVM values)."""
+    scorer = Meteor()
+    yield scorer
+    scorer.meteor_p.kill()
+    scorer.meteor_p.communicate()  # reaps the JVM and closes the pipes

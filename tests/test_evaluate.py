@@ -1,5 +1,6 @@
 """``captioning evaluate`` on a small COCO-layout folder with an untrained tiny checkpoint (no training run): what
-``scores.json`` records, and three processes on a split whose size is not a multiple of 3 equal one."""
+``scores.json`` records, and three processes on a split whose size is not a multiple of 3 equal one (captions,
+scores, grounding), with ``timing.json``."""
 
 import contextlib
 import io
@@ -44,6 +45,14 @@ def write_split(root: Path, split: str, count: int, rng: random.Random) -> None:
             caption = " ".join(rng.choices(WORDS[4:], k=rng.randint(2, 5)))
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption})
     (root / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    if split == "test":  # one box per test image: grounding and object naming travel and dedupe with the captions
+        boxes = [
+            {"id": k + 1, "image_id": image["id"], "bbox": [8, 8, 24, 24], "category_id": 1 + k % 2, "area": 576}
+            for k, image in enumerate(images)
+        ]
+        categories = [{"id": 1, "name": "circle"}, {"id": 2, "name": "square"}]
+        instances = {"images": images, "annotations": boxes, "categories": categories}
+        (root / "instances_test.json").write_text(json.dumps(instances))
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +153,12 @@ def test_evaluate_on_three_processes_equals_one_on_13_images(folder, checkpoint,
     assert three["per_image.json"] == {
         i: {k: v for k, v in scores.items() if k != "METEOR"} for i, scores in one["per_image.json"].items()
     }
+    grounding = [json.loads((d / "grounding.json").read_text()) for d in (tmp_path, one_process[0])]
+    assert grounding[0] == grounding[1]  # per-image tallies dedupe with the captions: a repeat would count twice
+    assert grounding[0]["present.circle"] + grounding[0]["present.square"] == TEST_IMAGES
+    timing = [json.loads((d / "timing.json").read_text()) for d in (one_process[0], tmp_path)]
+    assert [t["processes"] for t in timing] == [1, 3] and timing[0]["gather_s"] == 0.0 < timing[1]["gather_s"]
+    assert timing[1]["images"] == TEST_IMAGES and all(0 < t["score_s"] < t["test_s"] for t in timing)
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results) == TEST_IMAGES
     assert len({row["caption"] for row in results}) > 3  # captions differ between images: a repeat would count

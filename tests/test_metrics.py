@@ -80,7 +80,7 @@ def java_children() -> int:
 
 
 @pytest.fixture(scope="module")
-def union_scores():
+def union_scores(pycocoevalcap_meteor):
     """The golden corpus plus a random one, scored once by coco_scores and once by pycocoevalcap: two JVM starts.
 
     METEOR's per-image scores depend on their image alone, so one call covers the golden images too.
@@ -103,12 +103,7 @@ def union_scores():
         theirs: dict[str, tuple] = {}
         score, scores = Bleu(4).compute_score(gts, res, verbose=0)
         theirs |= {f"Bleu_{n + 1}": (score[n], scores[n]) for n in range(4)}
-        direct_meteor = Meteor()
-        try:
-            theirs["METEOR"] = direct_meteor.compute_score(gts, res)
-        finally:
-            direct_meteor.meteor_p.kill()
-            direct_meteor.meteor_p.communicate()  # reaps the JVM and closes the pipes
+        theirs["METEOR"] = pycocoevalcap_meteor.compute_score(gts, res)
         theirs["ROUGE_L"] = Rouge().compute_score(gts, res)
         theirs["CIDEr"] = Cider().compute_score(gts, res)
     finally:

@@ -20,7 +20,6 @@ import pytest
 from conftest import run_cli
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 from pycocotools.coco import COCO
@@ -68,7 +67,7 @@ def random_corpus(seed: int, images: int) -> tuple[dict[int, list[str]], dict[in
     return references, candidates
 
 
-def pycocoevalcap_scores(references: Path, results: Path, metrics: tuple[str, ...]) -> dict[str, float]:
+def pycocoevalcap_scores(references: Path, results: Path, metrics: tuple[str, ...], meteor=None) -> dict[str, float]:
     """``COCOEvalCap.evaluate()`` for ``metrics`` (of Bleu, METEOR, ROUGE_L, CIDEr), as it computes them."""
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
         coco = COCO(str(references))
@@ -82,13 +81,8 @@ def pycocoevalcap_scores(references: Path, results: Path, metrics: tuple[str, ..
     if "Bleu" in metrics:
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
         scores |= {f"Bleu_{n + 1}": value for n, value in enumerate(bleu)}
-    if "METEOR" in metrics:
-        scorer = Meteor()
-        try:
-            scores["METEOR"], _ = scorer.compute_score(gts, res)
-        finally:
-            scorer.meteor_p.kill()
-            scorer.meteor_p.communicate()  # reaps the JVM and closes the pipes
+    if "METEOR" in metrics:  # ``meteor``: pycocoevalcap's Meteor() (the session's, tests/conftest.py)
+        scores["METEOR"], _ = meteor.compute_score(gts, res)
     if "ROUGE_L" in metrics:
         scores["ROUGE_L"], _ = Rouge().compute_score(gts, res)
     if "CIDEr" in metrics:
@@ -108,7 +102,7 @@ def assert_same(got: dict[str, float], expected: dict[str, float]) -> None:
 
 
 @requires_java
-def test_score_equals_pycocoevalcap_with_references_that_tokenize_to_nothing(tmp_path):
+def test_score_equals_pycocoevalcap_with_references_that_tokenize_to_nothing(tmp_path, pycocoevalcap_meteor):
     """Punctuation- and whitespace-only references count, as in pycocoevalcap: they shorten BLEU's closest
     reference length and enter CIDEr-D's mean over an image's references as a 0 (dropping them raised CIDEr-D)."""
     references, candidates = random_corpus(seed=1, images=24)
@@ -119,9 +113,8 @@ def test_score_equals_pycocoevalcap_with_references_that_tokenize_to_nothing(tmp
     write_results(tmp_path / "res.json", candidates)
     with pytest.warns(DataWarning) as caught:
         got = ours(tmp_path / "refs.json", tmp_path / "res.json", tmp_path / "scores.json")
-    expected = pycocoevalcap_scores(
-        tmp_path / "refs.json", tmp_path / "res.json", ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
-    )
+    metrics = ("Bleu", "METEOR", "ROUGE_L", "CIDEr")
+    expected = pycocoevalcap_scores(tmp_path / "refs.json", tmp_path / "res.json", metrics, pycocoevalcap_meteor)
     assert_same(got, expected)
     [warning] = [str(w.message) for w in caught if issubclass(w.category, DataWarning)]  # one warning, not one each
     texts = [text for captions in references.values() for text in captions]  # annotation ids 1, 2, ... in this order

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -22,8 +23,20 @@ from captioning.metrics.scorers import METRICS, coco_scores
 from captioning.metrics.tokenize import Backend
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """A scored split: what ``evaluate`` writes (``scores.json``, ``per_image.json``, ``results.json``,
+    ``grounding.json``), the same on every process."""
+
+    scores: dict[str, float] = field(default_factory=dict)  # corpus metrics by pycocoevalcap's names
+    per_image: dict[int, dict[str, float]] = field(default_factory=dict)  # image id -> metric -> score
+    results: list[dict] = field(default_factory=list)  # COCO results format, by image id
+    grounding: dict[str, float | None] = field(default_factory=dict)  # {} without boxes
+
+
 class CaptionEvaluator:
-    """Accumulates one split's generated captions and scores them over the whole split."""
+    """Accumulates one split's generated captions and scores them over the whole split; :attr:`last` holds the last
+    split's :class:`Evaluation`."""
 
     def __init__(self, metrics: Sequence[str] = METRICS, *, tokenizer: Backend = "java") -> None:
         self.metrics = tuple(metrics)
@@ -33,6 +46,7 @@ class CaptionEvaluator:
         # Seconds of the last compute(): gathering the shards, merging them by image id, scoring (rank 0), and
         # broadcasting the scores; written to ``timing.json`` by ``evaluate``.
         self.timing: dict[str, float] = {}
+        self.last = Evaluation()
         self.reset()
 
     def reset(self) -> None:
@@ -94,6 +108,15 @@ class CaptionEvaluator:
         self.timing["broadcast_s"] = time.perf_counter() - start
         self.timing["images"] = len(self.captions)
         return result[0]
+
+    def evaluate(self) -> Evaluation:
+        """Scores the collected split (:meth:`compute`), keeps it as :attr:`last` with its results and grounding, and
+        starts a new split (:meth:`reset`)."""
+        scores, per_image = self.compute()
+        # grounding_scores() after compute(), which gathered the per-image tallies: equal on every rank
+        self.last = Evaluation(scores, per_image, self.results(), self.grounding_scores())
+        self.reset()
+        return self.last
 
     def grounding_scores(self) -> dict[str, float | None]:
         """Corpus grounding and object naming of the collected captions (after :meth:`compute`, which gathers them);

@@ -91,14 +91,15 @@ def evaluate(
     start = time.perf_counter()
     trainer.test(module, dataloaders=loader, verbose=False)  # Lightning moves the module back to the CPU after it
     timing = {"test_s": time.perf_counter() - start, **module.evaluator.timing, "processes": trainer.world_size}
+    evaluation = module.evaluator.last
     if trainer.is_global_zero:
         out = Path(out)
-        write_json(out / "results.json", module.last_results)
+        write_json(out / "results.json", evaluation.results)
         # The metrics at the top level, as before; then what they depend on, so that two runs' numbers can be compared.
-        write_json(out / "scores.json", module.last_scores | module.evaluation_settings())
-        write_json(out / "per_image.json", {str(k): v for k, v in module.last_per_image.items()})
-        if module.last_grounding:
-            write_json(out / "grounding.json", module.last_grounding)
+        write_json(out / "scores.json", evaluation.scores | module.evaluation_settings())
+        write_json(out / "per_image.json", {str(k): v for k, v in evaluation.per_image.items()})
+        if evaluation.grounding:
+            write_json(out / "grounding.json", evaluation.grounding)
         # Where the time went: the whole test loop (decoding and the steps below), then within it the gathering of
         # every process's captions, their merge by image id, the scoring on rank 0 and the scores' broadcast.
         write_json(out / "timing.json", timing)
@@ -107,7 +108,7 @@ def evaluate(
             device = trainer.strategy.root_device  # this process's device (rank 0's)
             page = split_report(module.to(device), data.records(split), out / "report.html", title, report_max)
             print(f"wrote {page}")
-        return module.last_scores
+        return evaluation.scores
     return {}  # other DDP ranks: rank 0 reports
 
 
@@ -116,11 +117,12 @@ def split_report(
 ) -> Path:
     """The HTML report of the split ``module`` was just tested on: its scores, and the captions and attention of at
     most ``max_images`` of its images (generated again, with the same decoding, for their attention maps)."""
-    per_image = module.last_per_image
+    evaluation = module.evaluator.last
+    per_image = evaluation.per_image
     shown = set(spread({i: s.get("CIDEr", 0.0) for i, s in per_image.items()}, max_images))
     chosen = [r for r in records if r.image_id in shown]
     items = caption_images(module, [r.path for r in chosen])
-    evaluated = {row["image_id"]: row["caption"] for row in module.last_results}
+    evaluated = {row["image_id"]: row["caption"] for row in evaluation.results}
     rows = [
         ReportRow(r.image_id, Path(r.path).name, list(r.captions), per_image[r.image_id], item)
         for r, item in zip(chosen, items, strict=True)
@@ -134,7 +136,7 @@ def split_report(
     if differ:
         log.warning("%s: %d report captions differ from the evaluated ones", path, len(differ))
     return write_report(
-        path, rows, module.last_scores, title=title, grounding=module.last_grounding, split_size=len(per_image)
+        path, rows, evaluation.scores, title=title, grounding=evaluation.grounding, split_size=len(per_image)
     )
 
 
