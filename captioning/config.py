@@ -76,6 +76,22 @@ def finish_loggers(trainer: pl.Trainer) -> None:
 
 def run_config(args: Sequence[str]) -> CaptioningCLI:
     """Runs a LightningCLI subcommand, e.g. ``run_config(["fit", "--config", "configs/shapes.yaml"])``."""
+    return _cli(args, parser_kwargs={"description": "Train or evaluate a captioner (LightningCLI)."})
+
+
+def build(args: Sequence[str], *, save_config: bool = False) -> CaptioningCLI:
+    """What ``captioning fit ARGS`` would train (``--config ...`` and overrides, no subcommand), built and seeded
+    without running anything: ``.model``, ``.datamodule`` and ``.trainer`` (with ``save_config``, its callbacks write
+    Lightning's ``config.yaml`` when it fits, as ``captioning fit`` does)."""
+    return _cli(
+        args,
+        run=False,
+        save_config_callback=SaveConfigCallback if save_config else None,
+        parser_kwargs={"description": "the model and data of a fit config"},
+    )
+
+
+def _cli(args: Sequence[str], **options) -> CaptioningCLI:
     with warnings.catch_warnings():
         # `captioning fit ...` hands its own argv on as ``args`` on purpose; Lightning warns about exactly that
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
@@ -85,23 +101,5 @@ def run_config(args: Sequence[str]) -> CaptioningCLI:
             args=list(args),
             seed_everything_default=0,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"description": "Train or evaluate a captioner (LightningCLI)."},
-        )
-
-
-def build(args: Sequence[str], *, save_config: bool = False) -> CaptioningCLI:
-    """What ``captioning fit ARGS`` would train (``--config ...`` and overrides, no subcommand), built and seeded
-    without running anything: ``.model``, ``.datamodule`` and ``.trainer`` (with ``save_config``, its callbacks write
-    Lightning's ``config.yaml`` when it fits, as ``captioning fit`` does)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        return CaptioningCLI(
-            CaptioningModule,
-            CaptionDataModule,
-            args=list(args),
-            run=False,
-            save_config_callback=SaveConfigCallback if save_config else None,
-            save_config_kwargs={"overwrite": True},
-            seed_everything_default=0,
-            parser_kwargs={"description": "the model and data of a fit config"},
+            **options,
         )

@@ -12,15 +12,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_benchmark(capsys, script: str, *args: str) -> str:
     """``python benchmarks/SCRIPT ARGS``, run in this process as ``__main__`` (no second Python start): its stdout.
-    The thread count a script sets is put back after."""
+    The thread count and import path a script changes are put back after."""
     threads = torch.get_num_threads()
-    argv = sys.argv
+    argv, path = sys.argv, list(sys.path)
     sys.argv = [str(ROOT / "benchmarks" / script), *args]
     capsys.readouterr()
     try:
         runpy.run_path(sys.argv[0], run_name="__main__")
     finally:
-        sys.argv = argv
+        sys.argv, sys.path[:] = argv, path  # gpu.py puts benchmarks/ on the path
         torch.set_num_threads(threads)
     return capsys.readouterr().out
 
