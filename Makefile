@@ -11,7 +11,7 @@ DATA := data/shapes
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,onnx,serve]'
 	touch $(STAMP)
 
 lint: $(STAMP)

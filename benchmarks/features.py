@@ -19,6 +19,7 @@ Run: ``.venv/bin/python benchmarks/features.py [--threads N] [--batch B] [--repe
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -28,8 +29,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from captioning.data.dataset import Batch
 from captioning.metrics.tokenize import ptb_tokenize
 from captioning.models.captioner import DecoderSpec, EncoderSpec
-from captioning.module import CaptioningModule
-from captioning.scst import CiderReward
+from captioning.module import CaptioningModule, CrossEntropy
+from captioning.scst import CiderReward, SelfCritical, SelfCriticalLoss
 
 WORDS = ["<pad>", "<bos>", "<eos>", "<unk>", *(f"w{i}" for i in range(9996))]
 GPU_RATE = 0.30 * 989e12  # assumed sustained FLOP/s on one H100 (30% of dense bf16 peak)
@@ -42,7 +43,9 @@ def model(attention: str, *, smoke: bool, train_modules: tuple[str, ...] = ("lay
     sizes = {"embed_dim": 16, "hidden_dim": 32, "attn_dim": 16} if smoke else {"embed_dim": 100, "hidden_dim": 1000}
     decoder = DecoderSpec(attention=attention, output="deep", first_input="zero", dropout=0.5, **sizes)
     words = WORDS[:50] if smoke else WORDS
-    return CaptioningModule(words, encoder=encoder, decoder=decoder, image_size=64 if smoke else 224, attention_reg=0)
+    return CaptioningModule(
+        words, encoder=encoder, decoder=decoder, image_size=64 if smoke else 224, loss=CrossEntropy(attention_reg=0)
+    )
 
 
 def batch(module: CaptioningModule, images: int, *, seed: int) -> Batch:
@@ -72,7 +75,7 @@ def step_cost(module: CaptioningModule, batches: list[Batch], *, scst: bool = Fa
     module.train()
 
     def step(b: Batch) -> None:
-        loss = (module.scst_losses(b) if scst else module.loss(b))["loss"]
+        loss = (module.self_critical(module.captioner, b.images, b.image_ids) if scst else module.loss(b))["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -121,10 +124,17 @@ def main() -> None:
         if attention == "sca":
             per_image["stage 1: cross-entropy on features (layer4.2.conv3 + decoder train)"] = f_flops / args.batch
             per_image["paper: the same on the train split only"] = f_flops / args.batch
-            module.reward = CiderReward(
-                ptb_tokenize({i: r for i, r in enumerate(images[0].references)}, backend="python")
+            module.decoding = dataclasses.replace(module.decoding, max_len=16)
+            module.self_critical = SelfCriticalLoss(
+                SelfCritical(),
+                CiderReward(ptb_tokenize({i: r for i, r in enumerate(images[0].references)}, backend="python")),
+                bos=module.vocab.bos,
+                eos=module.vocab.eos,
+                max_len=16,
+                suppress=module.suppressed,
+                decode=module.vocab.decode,
+                greedy=lambda images, m=module: m.generate(images, beam_size=1)[0],
             )
-            module.hparams.max_len = 16
             _, s_flops = step_cost(module, feats[:2], scst=True)
             per_image["stage 3: SCST on features (5 samples + greedy)"] = s_flops / args.batch
             tuned = model("sca", smoke=args.smoke, train_modules=("layer4",))

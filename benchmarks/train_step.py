@@ -32,7 +32,7 @@ from captioning.data.datamodule import CaptionDataModule
 from captioning.data.dataset import Batch
 from captioning.data.shapes import generate_shapes
 from captioning.models.captioner import DecoderSpec, EncoderSpec
-from captioning.module import CaptioningModule
+from captioning.module import CaptioningModule, CrossEntropy
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,11 @@ def measure(setting: Setting, data: Path, repeats: int) -> tuple[float, float, t
     words, steps = batches(data, setting, repeats + 2)
     torch.manual_seed(0)
     module = CaptioningModule(
-        words, encoder=setting.encoder, decoder=setting.decoder, image_size=setting.image_size, attention_reg=0.0
+        words,
+        encoder=setting.encoder,
+        decoder=setting.decoder,
+        image_size=setting.image_size,
+        loss=CrossEntropy(attention_reg=0.0),
     ).train()
     optimizer = torch.optim.AdamW(module.parameters(), lr=1e-3)
 

@@ -1,5 +1,5 @@
-"""Trainer callbacks: writing ``predict`` outputs; the ``last.ckpt`` a run resumes from; sample captions with
-attention figures on the experiment dashboards."""
+"""Trainer callbacks: the encoder's fine-tuning schedule; writing ``predict`` outputs; the ``last.ckpt`` a run resumes
+from; sample captions with attention figures on the experiment dashboards."""
 
 from __future__ import annotations
 
@@ -12,11 +12,63 @@ import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
 from PIL import Image
-from pytorch_lightning.callbacks import BasePredictionWriter, ModelCheckpoint
+from pytorch_lightning.callbacks import BaseFinetuning, BasePredictionWriter, ModelCheckpoint
 from pytorch_lightning.loggers import TensorBoardLogger, WandbLogger
 
 from captioning.data.images import denormalize_images
+from captioning.errors import ConfigError
 from captioning.viz.figures import draw, split_generation
+
+
+class EncoderFinetuning(BaseFinetuning):
+    """The CNN frozen (weights and BN running statistics) for the first ``frozen_epochs`` epochs, then the backbone
+    stages ``unfreeze`` trained (all of them when empty); the CLI's ``--finetuning.*``. With ``frozen_epochs`` 0
+    (the default) it does nothing.
+
+    Lightning's fine-tuning callback calls the two hooks below at setup and at every epoch start, and keeps its state
+    in checkpoints. Freezing itself is :meth:`Encoder.set_frozen` rather than ``BaseFinetuning.freeze``: the encoder
+    knows its stages, which of its parts stay frozen for good (``trainable`` false, ``train_modules``) and that
+    CBAM/SE grafted onto pretrained weights keep training. The CNN's parameters are in the optimizer from the start
+    (their own group, ``optimization.encoder_lr``); frozen, they get no gradient and no update.
+
+    Args:
+        frozen_epochs: epochs for which the whole CNN is frozen.
+        unfreeze: backbone stages trained after that (``layer4``, ...; empty: every stage).
+    """
+
+    def __init__(self, frozen_epochs: int = 0, unfreeze: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.frozen_epochs, self.unfreeze = frozen_epochs, tuple(unfreeze)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self.frozen_epochs:
+            stages = {name for name, _ in pl_module.captioner.encoder.backbone.named_children()}
+            if unknown := set(self.unfreeze) - stages:
+                raise ConfigError(
+                    f"finetuning.unfreeze: unknown stages {sorted(unknown)}; the encoder has {sorted(stages)}"
+                )
+            if trainer.world_size > 1 and not getattr(trainer.strategy, "_ddp_kwargs", {}).get(
+                "find_unused_parameters"
+            ):
+                raise ConfigError(
+                    "finetuning.frozen_epochs under DDP needs --trainer.strategy ddp_find_unused_parameters_true "
+                    "(frozen layers produce no gradient for DDP to wait for)"
+                )
+        super().setup(trainer, pl_module, stage)
+
+    def freeze_before_training(self, pl_module: pl.LightningModule) -> None:
+        if self.frozen_epochs:
+            pl_module.captioner.encoder.set_frozen(None)  # the whole CNN
+
+    def finetune_function(self, pl_module: pl.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if not self.frozen_epochs:
+            return
+        encoder = pl_module.captioner.encoder
+        if epoch < self.frozen_epochs:
+            encoder.set_frozen(None)  # also where a run resumes inside the frozen epochs
+        else:
+            stages = {name for name, _ in encoder.backbone.named_children()}
+            encoder.set_frozen(stages - set(self.unfreeze) if self.unfreeze else set())
 
 
 class PredictionsWriter(BasePredictionWriter):

@@ -18,7 +18,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from pytorch_lightning.loggers import WandbLogger
 
-from captioning.callbacks import LastCheckpoint, PredictionsWriter, ValidationSamples
+from captioning.callbacks import EncoderFinetuning, LastCheckpoint, PredictionsWriter, ValidationSamples
 from captioning.data.datamodule import CaptionDataModule
 from captioning.module import CaptioningModule
 from captioning.provenance import write_run_record
@@ -28,9 +28,9 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 class CaptioningCLI(LightningCLI):
     """LightningCLI with the data->model links, a best-CIDEr checkpoint callback (``--checkpoint.*``), the resumable
-    ``last.ckpt`` (``--last.every_n_train_steps``), and a writer of ``predict`` captions (``--predictions.output``,
-    default ``predictions.json`` in the log folder). ``fit`` writes ``vocab.json`` and ``run.json`` (seed, versions,
-    git commit) next to Lightning's ``config.yaml``."""
+    ``last.ckpt`` (``--last.every_n_train_steps``), the encoder's fine-tuning schedule (``--finetuning.*``), and a
+    writer of ``predict`` captions (``--predictions.output``, default ``predictions.json`` in the log folder).
+    ``fit`` writes ``vocab.json`` and ``run.json`` (seed, versions, git commit) next to Lightning's ``config.yaml``."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocabulary_words", "model.vocabulary", apply_on="instantiate")
@@ -41,6 +41,7 @@ class CaptioningCLI(LightningCLI):
         parser.link_arguments("checkpoint.dirpath", "last.dirpath")
         parser.add_lightning_class_args(PredictionsWriter, "predictions")
         parser.add_lightning_class_args(ValidationSamples, "samples")
+        parser.add_lightning_class_args(EncoderFinetuning, "finetuning")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/CIDEr",

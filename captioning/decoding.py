@@ -47,6 +47,30 @@ from captioning.models.modes import in_inference_mode
 LengthPenalty = Literal["none", "average", "gnmt"]
 
 
+@dataclass(frozen=True)
+class DecodingSpec:
+    """How captions are generated (validation, test, predict, ``caption``): the settings of :func:`beam_search`.
+
+    Args:
+        beam_size: beams per image (1 = greedy).
+        max_len: longest caption, in words.
+        min_len: shortest caption, in words.
+        length_penalty: how beams are ranked: ``none`` (sum of log-probabilities), ``average`` (per token) or
+            ``gnmt`` (Wu et al. 2016, exponent ``length_alpha``); see the module docstring.
+        length_alpha: the ``gnmt`` exponent.
+        block_trigrams: forbid repeating a trigram within a caption.
+        suppress_unk: never generate ``<unk>`` (``<pad>`` and ``<bos>`` are never generated either way).
+    """
+
+    beam_size: int = 1
+    max_len: int = 16
+    min_len: int = 0
+    length_penalty: LengthPenalty = "none"
+    length_alpha: float = 0.6
+    block_trigrams: bool = False
+    suppress_unk: bool = True
+
+
 @dataclass
 class Generation:
     """The ``n_best`` captions per image, best first; ``tokens``, ``scores``, ``attention`` are the best one's.

@@ -12,6 +12,8 @@ import hashlib
 import math
 import pickle
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -22,14 +24,14 @@ from lightning_fabric.utilities.data import AttributeDict
 
 from captioning.data.dataset import Batch
 from captioning.data.images import IMAGENET_MEAN, IMAGENET_STD
-from captioning.decoding import Generation, LengthPenalty, beam_search
+from captioning.decoding import DecodingSpec, Generation, beam_search
 from captioning.errors import CaptioningError, ConfigError
-from captioning.metrics.evaluator import CaptionEvaluator
-from captioning.metrics.tokenize import Backend, ptb_tokenize
+from captioning.metrics.evaluator import CaptionEvaluator, EvaluationSpec
+from captioning.metrics.tokenize import ptb_tokenize
 from captioning.models.attention.weights import AttentionWeights
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec, Inputs
 from captioning.rng import rng_states, set_rng_states
-from captioning.scst import Baseline, CiderReward, advantages, sample_captions, scst_loss
+from captioning.scst import CiderReward, SelfCritical, SelfCriticalLoss
 from captioning.vocab import Vocabulary
 
 
@@ -61,6 +63,50 @@ def caption_loss(
     return {"loss": xe + attention_reg * reg, "xe": xe, "attention_reg": reg}
 
 
+@dataclass(frozen=True)
+class CrossEntropy:
+    """The cross-entropy objective (the module's ``loss``): teacher forcing with Xu et al.'s eq. 14
+    (:func:`caption_loss`), optionally with scheduled sampling. What training minimizes unless ``scst`` is set; the
+    validation loss either way.
+
+    Args:
+        attention_reg: lambda of the doubly stochastic attention term, weighed as in Xu et al. eq. 14 (0 disables
+            it, as the official SCA-CNN code does).
+        sample_prob: scheduled sampling (Bengio et al. 2015, arXiv 1506.03099): the largest probability of feeding
+            the model its own previous word instead of the reference one, reached linearly over
+            ``sample_ramp_epochs`` (0 disables).
+        sample_ramp_epochs: epochs over which the scheduled-sampling probability rises from 0.
+    """
+
+    attention_reg: float = 1.0
+    sample_prob: float = 0.0
+    sample_ramp_epochs: int = 1
+
+
+@dataclass(frozen=True)
+class OptimizationSpec:
+    """The optimizer and its learning-rate schedule.
+
+    Args:
+        optimizer: ``adamw`` (the project's) or ``adadelta`` (the official SCA-CNN code's: rho 0.95, eps 1e-6, as in
+            arctic-captions' ``adadelta``, which it builds on).
+        lr: the learning rate (Adadelta: its scale, 1.0 in Zeiler's method and the official code).
+        weight_decay: AdamW's decoupled weight decay, on every parameter; for ``adadelta`` the coefficient of the
+            official code's L2 term ``weight_decay * sum w^2`` in the loss, on the decoder's parameters only.
+        lr_schedule: ``cosine`` decays the learning rate to 0 over the run, per step; ``constant`` keeps it.
+        warmup_steps: optimizer steps of linear learning-rate warmup before the schedule.
+        encoder_lr: the CNN's learning rate (None: ``lr``), e.g. lower for a pretrained encoder. (Freezing the CNN
+            for the first epochs is the :class:`~captioning.callbacks.EncoderFinetuning` callback.)
+    """
+
+    optimizer: Literal["adamw", "adadelta"] = "adamw"
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    warmup_steps: int = 0
+    encoder_lr: float | None = None
+
+
 class CaptioningModule(pl.LightningModule):
     """Trains and evaluates a :class:`Captioner`.
 
@@ -70,36 +116,12 @@ class CaptioningModule(pl.LightningModule):
         decoder: LSTM decoder settings.
         blind: zero the image features (the language-prior baseline).
         image_size: the square input side the model is trained on (linked from the data module; ``caption`` uses it).
-        lr: the learning rate (Adadelta: its scale, 1.0 in Zeiler's method and the official SCA-CNN code).
-        weight_decay: AdamW's decoupled weight decay, on every parameter; for ``adadelta`` the coefficient of the
-            official code's L2 term ``weight_decay * sum w^2`` in the loss, on the decoder's parameters only.
-        optimizer: ``adamw`` (the project's) or ``adadelta`` (the official SCA-CNN code's: rho 0.95, eps 1e-6, as
-            in arctic-captions' ``adadelta``, which it builds on).
-        lr_schedule: ``cosine`` decays the learning rate to 0 over the run, per step; ``constant`` keeps it.
-        warmup_steps: optimizer steps of linear learning-rate warmup before the schedule.
-        encoder_lr: the CNN's learning rate (None: ``lr``), e.g. lower for a pretrained encoder.
-        encoder_frozen_epochs: the CNN is frozen for this many first epochs (BN statistics included) ...
-        encoder_unfreeze: ... after which these backbone stages are trained (``layer4``, ...; empty: all of them).
-        sample_prob: scheduled sampling (Bengio et al. 2015): the largest probability of feeding the model its own
-            previous word instead of the reference one, reached linearly over ``sample_ramp_epochs`` (0 disables).
-        sample_ramp_epochs: epochs over which the scheduled-sampling probability rises from 0.
-        attention_reg: lambda of the doubly stochastic attention term, weighed as in Xu et al. eq. 14 (see
-            :func:`caption_loss`; 0 disables it, as the official SCA-CNN code does).
-        max_len: longest generated caption, in words.
-        beam_size: beams for validation/test/predict generation (1 = greedy).
-        min_len: shortest generated caption, in words.
-        length_penalty: how beams are ranked: ``none`` (sum of log-probabilities), ``average`` (per word) or
-            ``gnmt`` (Wu et al. 2016, exponent ``length_alpha``); see :mod:`captioning.decoding`.
-        length_alpha: the ``gnmt`` exponent.
-        block_trigrams: forbid repeating a trigram within a caption.
-        suppress_unk: never generate ``<unk>`` (``<pad>`` and ``<bos>`` are never generated either way).
-        metrics: pycocoevalcap metrics computed at validation and test.
-        tokenizer: PTB tokenizer for those metrics: ``java`` (pycocoevalcap's) or ``python`` (the same tokens on
-            caption text, no JVM start; METEOR still runs on Java).
-        scst: train with self-critical sequence training (:mod:`captioning.scst`) instead of cross-entropy; start it
-            from a cross-entropy model with ``init_weights``.
-        scst_samples: captions sampled per image for SCST.
-        scst_baseline: ``greedy`` (the greedy caption's reward, Rennie et al.) or ``mean`` (the other samples').
+        optimization: optimizer, learning rates and schedule.
+        loss: the cross-entropy objective's settings (doubly stochastic term, scheduled sampling).
+        scst: train with self-critical sequence training instead (:mod:`captioning.scst`: samples per image,
+            baseline); start it from a cross-entropy model with ``init_weights``. None: cross-entropy.
+        decoding: how validation, test, predict and ``caption`` generate (beam size, lengths, penalties).
+        evaluation: the metrics validation and test compute, and their tokenizer.
         init_weights: a checkpoint whose weights a new run starts from (not its optimizer or loop state: that is
             ``--ckpt_path``, resuming); e.g. the cross-entropy model an SCST run fine-tunes.
         vocabulary_rule: how ``vocabulary`` was chosen (linked from the data module: ``counted`` splits,
@@ -110,33 +132,15 @@ class CaptioningModule(pl.LightningModule):
         self,
         vocabulary: list[str],
         *,
-        encoder: EncoderSpec = EncoderSpec(),  # noqa: B008 - frozen dataclass: immutable default
+        encoder: EncoderSpec = EncoderSpec(),  # noqa: B008 - frozen dataclasses: immutable defaults
         decoder: DecoderSpec = DecoderSpec(),  # noqa: B008
         blind: bool = False,
         image_size: int = 224,
-        lr: float = 4e-4,
-        weight_decay: float = 1e-4,
-        optimizer: Literal["adamw", "adadelta"] = "adamw",
-        lr_schedule: Literal["constant", "cosine"] = "cosine",
-        warmup_steps: int = 0,
-        encoder_lr: float | None = None,
-        encoder_frozen_epochs: int = 0,
-        encoder_unfreeze: tuple[str, ...] = (),
-        sample_prob: float = 0.0,
-        sample_ramp_epochs: int = 1,
-        attention_reg: float = 1.0,
-        max_len: int = 16,
-        beam_size: int = 1,
-        min_len: int = 0,
-        length_penalty: LengthPenalty = "none",
-        length_alpha: float = 0.6,
-        block_trigrams: bool = False,
-        suppress_unk: bool = True,
-        metrics: tuple[str, ...] = ("Bleu", "METEOR", "ROUGE_L", "CIDEr"),
-        tokenizer: Backend = "java",
-        scst: bool = False,
-        scst_samples: int = 5,
-        scst_baseline: Baseline = "greedy",
+        optimization: OptimizationSpec = OptimizationSpec(),
+        loss: CrossEntropy = CrossEntropy(),
+        scst: SelfCritical | None = None,
+        decoding: DecodingSpec = DecodingSpec(),  # noqa: B008
+        evaluation: EvaluationSpec = EvaluationSpec(),  # noqa: B008
         init_weights: str | None = None,
         vocabulary_rule: dict[str, str | int] | None = None,
     ) -> None:
@@ -144,7 +148,17 @@ class CaptioningModule(pl.LightningModule):
         self.save_hyperparameters()
         self.vocab = Vocabulary(vocabulary, rule=vocabulary_rule)
         self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind, bos=self.vocab.bos)
-        self.evaluator = CaptionEvaluator(metrics, tokenizer=tokenizer)
+        self.evaluator = CaptionEvaluator(evaluation.metrics, tokenizer=evaluation.tokenizer)
+        self.loss_spec, self.scst_spec, self.decoding, self.optimization = loss, scst, decoding, optimization
+        self.self_critical: SelfCriticalLoss | None = None  # built when an SCST run starts (it reads the data)
+        self._rng_to_restore: dict | None = None  # a resumed run's RNG states, applied at its first batch
+        self._features_checked = None  # the feature store (--data.features) last checked against this model
+
+    @property
+    def suppressed(self) -> tuple[int, ...]:
+        """Word ids never generated: ``<pad>``, ``<bos>`` and, with ``decoding.suppress_unk``, ``<unk>``."""
+        vocab = self.vocab
+        return (vocab.pad, vocab.bos, *((vocab.unk,) if self.decoding.suppress_unk else ()))
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -153,7 +167,7 @@ class CaptioningModule(pl.LightningModule):
         lengths = (targets != self.vocab.pad).sum(dim=1)  # (B,): steps up to the end token; the padding is not run
         logits, weights = self.captioner(batch.images, inputs, lengths=lengths, sample_prob=sample_prob)  # (B, T, V)
         alphas = list(AttentionWeights.of(weights).spatial.values())  # each attended layer's maps (B, T, N)
-        return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.hparams.attention_reg)
+        return caption_loss(logits, alphas, targets, pad=self.vocab.pad, attention_reg=self.loss_spec.attention_reg)
 
     def _count_skipped(self, batch: Batch, stage: str) -> bool:
         """Logs the batch's unreadable images (summed over the epoch and the ranks); True when none is left."""
@@ -174,38 +188,36 @@ class CaptioningModule(pl.LightningModule):
                 return None  # every image of the batch was unreadable: Lightning skips the step
             # DDP cannot skip a step on one process only: a zero loss keeps the gradient all-reduce in step
             return sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
-        losses = self.scst_losses(batch) if self.hparams.scst else self.loss(batch)
+        if self.self_critical is not None:
+            losses = self.self_critical(self.captioner, batch.images, batch.image_ids)
+        else:
+            losses = self.loss(batch)
         size = len(batch.image_ids)
         self.log_dict({f"train/{k}": v for k, v in losses.items()}, batch_size=size)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=size)
         self.log("loss", losses["loss"], prog_bar=True, logger=False, batch_size=size)
         return losses["loss"]
 
-    # -- self-critical sequence training -----------------------------------------------------------------------------
+    # -- the start of a run: initial weights, features, the SCST reward ---------------------------------------------
     def on_fit_start(self) -> None:
-        hp = self.hparams
-        if hp.encoder_frozen_epochs:
-            stages = {n for n, _ in self.captioner.encoder.backbone.named_children()}
-            if unknown := set(hp.encoder_unfreeze) - stages:
-                raise ConfigError(
-                    f"encoder_unfreeze: unknown stages {sorted(unknown)}; the encoder has {sorted(stages)}"
-                )
-            if self.trainer.world_size > 1 and not getattr(self.trainer.strategy, "_ddp_kwargs", {}).get(
-                "find_unused_parameters"
-            ):
-                raise ConfigError(
-                    "encoder_frozen_epochs under DDP needs --trainer.strategy ddp_find_unused_parameters_true "
-                    "(frozen layers produce no gradient for DDP to wait for)"
-                )
-        if hp.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own weights
+        if self.hparams.init_weights and self.trainer.ckpt_path is None:  # a new run; a resumed one has its own
             self.load_init_weights()
         self._check_features()
-        if hp.scst:
+        if self.scst_spec is not None:
             # Rewards use document frequencies of the *training* references (as in Rennie et al.'s CIDEr-D
             # optimization, arXiv 1612.00563; the reported val/test CIDEr-D uses the split's own references).
             train = self.trainer.datamodule.records("train")
             tokenized = ptb_tokenize({r.image_id: list(r.captions) for r in train}, backend="python")
-            self.reward = CiderReward(tokenized)
+            self.self_critical = SelfCriticalLoss(
+                self.scst_spec,
+                CiderReward(tokenized),
+                bos=self.vocab.bos,
+                eos=self.vocab.eos,
+                max_len=self.decoding.max_len,
+                suppress=self.suppressed,
+                decode=self.vocab.decode,
+                greedy=lambda images: self.generate(images, beam_size=1)[0],
+            )
 
     def load_init_weights(self) -> None:
         """Loads the weights of ``init_weights`` (one-line errors for a bad file or another model's weights)."""
@@ -241,7 +253,7 @@ class CaptioningModule(pl.LightningModule):
     def _check_features(self) -> None:
         """With ``--data.features``: refuses features made for another model (once per run and stage)."""
         store = getattr(getattr(self._trainer, "datamodule", None), "feature_store", None)
-        if store is not None and getattr(self, "_features_checked", None) is not store:
+        if store is not None and self._features_checked is not store:
             store.check(self.feature_identity())
             self._features_checked = store
 
@@ -254,24 +266,6 @@ class CaptioningModule(pl.LightningModule):
     def on_predict_start(self) -> None:
         self._check_features()
 
-    def scst_losses(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """Rennie et al. 2017 eq. 9 on one batch (see :mod:`captioning.scst`)."""
-        hp, vocab = self.hparams, self.vocab
-        suppress = (vocab.pad, vocab.bos, *((vocab.unk,) if hp.suppress_unk else ()))
-        draw = {"samples": hp.scst_samples, "bos": vocab.bos, "eos": vocab.eos, "max_len": hp.max_len}
-        samples = sample_captions(self.captioner, batch.images, suppress=suppress, **draw)
-        rewards = self.reward(batch.image_ids, [vocab.decode(row) for row in samples.tokens])  # (B, S)
-        greedy = None
-        if hp.scst_baseline == "greedy":
-            # The test-time caption (Rennie et al. section 5): generate() decodes in eval mode, dropout off, and puts
-            # the training mode back.
-            captions, _ = self.generate(batch.images, beam_size=1)
-            greedy = self.reward(batch.image_ids, captions)[:, 0]  # (B,)
-        advantage = advantages(rewards, baseline=hp.scst_baseline, greedy_rewards=greedy).to(self.device)
-        loss = scst_loss(samples, advantage)
-        reward = rewards.mean().to(self.device)
-        return {"loss": loss, "reward": reward, "advantage": advantage.mean()}
-
     # -- checkpoints: the RNG states travel with the training state, so a resumed run draws what it would have --------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = rng_states()
@@ -283,31 +277,25 @@ class CaptioningModule(pl.LightningModule):
         self._rng_to_restore = checkpoint.get("rng_states")
 
     def on_train_batch_start(self, batch: Batch, batch_idx: int) -> None:
-        if getattr(self, "_rng_to_restore", None) is not None:
+        if self._rng_to_restore is not None:
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
     def scheduled_sample_prob(self) -> float:
-        hp = self.hparams
-        if not hp.sample_prob or self._trainer is None:
+        spec = self.loss_spec
+        if not spec.sample_prob or self._trainer is None:
             return 0.0
-        return hp.sample_prob * min(1.0, self.trainer.current_epoch / max(1, hp.sample_ramp_epochs))
+        return spec.sample_prob * min(1.0, self.trainer.current_epoch / max(1, spec.sample_ramp_epochs))
 
     def on_train_epoch_start(self) -> None:
-        hp, encoder = self.hparams, self.captioner.encoder
-        if self.current_epoch < hp.encoder_frozen_epochs:
-            encoder.set_frozen(None)  # the whole CNN
-        elif hp.encoder_frozen_epochs:
-            chosen = set(hp.encoder_unfreeze)
-            encoder.set_frozen({n for n, _ in encoder.backbone.named_children()} - chosen if chosen else set())
-        else:
-            # Lightning puts back the train/eval flags that each module had before its sanity-check validation by
-            # setting them one by one, not through Encoder.train: that would leave a frozen backbone's BN in train
-            # mode (updating its running statistics) for the whole run.
-            encoder.train(self.training)
+        # Lightning puts back the train/eval flags that each module had before its sanity-check validation by setting
+        # them one by one, not through Encoder.train: that would leave a frozen backbone's BN in train mode (updating
+        # its running statistics) for the whole run. Encoder.train keeps frozen parts (for good, or for the first
+        # epochs: EncoderFinetuning, which runs before this hook) in eval mode.
+        self.captioner.encoder.train(self.training)
 
     def configure_optimizers(self) -> dict:
-        hp = self.hparams
+        hp = self.optimization
         cnn = list(self.captioner.encoder.parameters())
         cnn_ids = {id(p) for p in cnn}
         groups = [{"params": [p for p in self.parameters() if id(p) not in cnn_ids]}]
@@ -326,7 +314,7 @@ class CaptioningModule(pl.LightningModule):
         return self._with_schedule(torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay, **kernel))
 
     def _with_schedule(self, optimizer: torch.optim.Optimizer) -> dict:
-        if self.hparams.lr_schedule == "constant" and not self.hparams.warmup_steps:
+        if self.optimization.lr_schedule == "constant" and not self.optimization.warmup_steps:
             return {"optimizer": optimizer}
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: self._lr_factor(step))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
@@ -337,10 +325,10 @@ class CaptioningModule(pl.LightningModule):
         Hutter 2017). The run's length is read on the first step after warmup, not when the optimizer is built:
         asking Lightning for it then would build the training loader before a resumed run has restored its loop and
         loader state."""
-        warmup = self.hparams.warmup_steps
+        warmup = self.optimization.warmup_steps
         if step < warmup:
             return (step + 1) / warmup
-        if self.hparams.lr_schedule == "constant" or step == 0:
+        if self.optimization.lr_schedule == "constant" or step == 0:
             return 1.0
         total = max(1, int(self.trainer.estimated_stepping_batches) - warmup)
         return 0.5 * (1.0 + math.cos(math.pi * min(step - warmup, total) / total))
@@ -351,30 +339,28 @@ class CaptioningModule(pl.LightningModule):
 
         Decodes in eval and inference mode whatever mode the model is in, and puts its train/eval flags back
         (:func:`~captioning.decoding.beam_search`)."""
-        hp, vocab = self.hparams, self.vocab
+        spec = self.decoding
         generation = beam_search(
             self.captioner,
             images,
-            bos=vocab.bos,
-            eos=vocab.eos,
-            max_len=hp.max_len,
-            beam_size=beam_size or hp.beam_size,
-            min_len=hp.min_len,
-            length_penalty=hp.length_penalty,
-            length_alpha=hp.length_alpha,
-            block_trigrams=hp.block_trigrams,
-            suppress=(vocab.pad, vocab.bos, *((vocab.unk,) if hp.suppress_unk else ())),
+            bos=self.vocab.bos,
+            eos=self.vocab.eos,
+            max_len=spec.max_len,
+            beam_size=beam_size or spec.beam_size,
+            min_len=spec.min_len,
+            length_penalty=spec.length_penalty,
+            length_alpha=spec.length_alpha,
+            block_trigrams=spec.block_trigrams,
+            suppress=self.suppressed,
         )
         return [self.vocab.decode(row) for row in generation.tokens], generation
 
     def evaluation_settings(self) -> dict[str, dict]:
         """What a score depends on besides the weights, for ``scores.json``: the decoding settings :meth:`generate`
         uses, and the vocabulary (its size and, where known, how its words were chosen)."""
-        hp = self.hparams
-        names = ("beam_size", "length_penalty", "length_alpha", "min_len", "max_len", "block_trigrams", "suppress_unk")
         rule = self.vocab.rule or {}
         vocabulary = {"size": len(self.vocab), "counted": rule.get("counted"), "min_count": rule.get("min_count")}
-        return {"decoding": {name: hp[name] for name in names}, "vocabulary": vocabulary}
+        return {"decoding": dataclasses.asdict(self.decoding), "vocabulary": vocabulary}
 
     # -- evaluation -------------------------------------------------------------------------------------------------
     def _eval_step(self, batch: Batch, stage: str) -> None:
@@ -419,31 +405,98 @@ class CaptioningModule(pl.LightningModule):
         return [{"image_id": i, "caption": c} for i, c in zip(batch.image_ids, captions, strict=True)]
 
 
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", **overrides) -> CaptioningModule:
-    """Loads a module from a checkpoint alone (vocabulary and settings are inside it).
+#: The settings classes a checkpoint's hyperparameters may hold: all that weights-only unpickling accepts besides
+#: tensors and containers (AttributeDict: Lightning's hparams container in checkpoints of older releases).
+SETTINGS_CLASSES = (
+    EncoderSpec,
+    DecoderSpec,
+    OptimizationSpec,
+    CrossEntropy,
+    SelfCritical,
+    DecodingSpec,
+    EvaluationSpec,
+    AttributeDict,
+)
 
-    ``overrides`` replace saved hyperparameters that do not change the weights (``beam_size``, ``max_len``,
-    ``length_penalty``, ``block_trigrams``, ...).
+#: Flat hyperparameters of checkpoints written before the settings were grouped (commit 79acff5 and earlier) -> the
+#: group and field they moved to. ``encoder_frozen_epochs`` / ``encoder_unfreeze`` (now the EncoderFinetuning
+#: callback), the cross-entropy settings (now ``loss``) and ``scst*`` (now ``scst``) are handled in
+#: :func:`upgrade_hyperparameters`.
+_FLAT_SETTINGS = {
+    "optimization": {f.name: f.name for f in dataclasses.fields(OptimizationSpec)},
+    "decoding": {f.name: f.name for f in dataclasses.fields(DecodingSpec)},
+    "evaluation": {f.name: f.name for f in dataclasses.fields(EvaluationSpec)},
+}
+
+
+def upgrade_hyperparameters(saved: Mapping) -> dict:
+    """A checkpoint's saved hyperparameters as :class:`CaptioningModule` takes them today: the flat settings of
+    older checkpoints (``lr``, ``beam_size``, ``scst``, ...) grouped into their specs; settings saved as plain dicts
+    made into their classes. Settings of the training schedule that no longer live on the module
+    (``encoder_frozen_epochs``, ``encoder_unfreeze``) are dropped: they do not change the weights."""
+    # Keys Lightning adds for itself (LightningCLI's ``_instantiator``, ``_class_path``) are not settings.
+    hp = {name: value for name, value in saved.items() if not name.startswith("_")}
+    specs = {"encoder": EncoderSpec, "decoder": DecoderSpec, "loss": CrossEntropy, "scst": SelfCritical}
+    for group, spec in (("optimization", OptimizationSpec), ("decoding", DecodingSpec), ("evaluation", EvaluationSpec)):
+        flat = {field: _tuples(hp.pop(name)) for name, field in _FLAT_SETTINGS[group].items() if name in hp}
+        if flat:
+            hp[group] = spec(**flat)
+        specs[group] = spec
+    if isinstance(hp.get("scst"), bool):  # flat: a flag with scst_samples and scst_baseline beside it
+        samples, baseline = hp.pop("scst_samples", 5), hp.pop("scst_baseline", "greedy")
+        hp["scst"] = SelfCritical(samples=samples, baseline=baseline) if hp["scst"] else None
+    if xe := {name: hp.pop(name) for name in ("attention_reg", "sample_prob", "sample_ramp_epochs") if name in hp}:
+        hp["loss"] = CrossEntropy(**xe)
+    for name in ("encoder_frozen_epochs", "encoder_unfreeze"):
+        hp.pop(name, None)
+    for name, spec in specs.items():
+        if isinstance(hp.get(name), Mapping):
+            value = dict(hp[name])
+            hp[name] = spec(**{k: _tuples(v) for k, v in value.items()})
+    return hp
+
+
+def _tuples(value: object) -> object:
+    """Lists as the specs' (hashable) tuples: a config's YAML lists arrive as lists."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", **decoding) -> CaptioningModule:
+    """Loads a module from a checkpoint alone (vocabulary and settings are inside it), in eval mode.
+
+    ``decoding`` replaces saved decoding settings (:class:`~captioning.decoding.DecodingSpec` fields: ``beam_size``,
+    ``max_len``, ``length_penalty``, ``block_trigrams``, ...); they do not change the weights. Checkpoints of
+    releases whose settings were flat load too (:func:`upgrade_hyperparameters`).
 
     Uses ``weights_only`` unpickling: only tensors, containers and this project's plain settings classes are
-    accepted, so a checkpoint from an untrusted source cannot run code.
+    accepted, so a checkpoint from an untrusted source cannot run code. (Lightning's ``load_from_checkpoint`` would
+    pass the saved hyperparameters to the constructor as they are: the upgrade has to come between.)
     """
     path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{path}: checkpoint not found")
     try:
-        with torch.serialization.safe_globals([EncoderSpec, DecoderSpec, AttributeDict]):
-            module = CaptioningModule.load_from_checkpoint(
-                path, map_location=map_location, weights_only=True, **overrides
-            )
+        with torch.serialization.safe_globals(list(SETTINGS_CLASSES)):
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
         reason = f"it holds {unsafe.group(1)}, which weights-only loading refuses" if unsafe else "unpickling failed"
         raise CaptioningError(f"{path}: not a readable captioning checkpoint ({reason})") from e
-    except (RuntimeError, KeyError, EOFError, ValueError, TypeError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({first_line})") from e
-    return module.eval()
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({_first_line(e)})") from e
+    try:
+        hparams = upgrade_hyperparameters(checkpoint["hyper_parameters"])
+        if decoding:
+            hparams["decoding"] = dataclasses.replace(hparams.get("decoding", DecodingSpec()), **decoding)
+        module = CaptioningModule(**hparams)
+        module.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
+        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({_first_line(e)})") from e
+    return module.to(map_location).eval()
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def frozen_features(captioner: Captioner, image_size: int) -> tuple[dict[str, list[int]], str]:

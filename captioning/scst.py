@@ -16,7 +16,7 @@ CIDEr-D; the reported val/test CIDEr-D still uses the split's own references), c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +27,26 @@ from captioning.metrics.cider import CiderD
 from captioning.models.captioner import Captioner, Inputs, input_rows
 
 Baseline = Literal["greedy", "mean"]
+
+
+@dataclass(frozen=True)
+class SelfCritical:
+    """Self-critical sequence training instead of cross-entropy: the module's ``scst`` (in a config,
+    ``model.scst: {samples: 5}``). Start it from a cross-entropy model with ``init_weights``.
+
+    Args:
+        samples: captions sampled per image (S).
+        baseline: ``greedy`` (the greedy caption's reward, Rennie et al. section 5) or ``mean`` (the other samples').
+    """
+
+    samples: int = 5
+    baseline: Baseline = "greedy"
+
+    def __post_init__(self) -> None:
+        if self.samples < 1 or (self.baseline == "mean" and self.samples < 2):
+            raise ValueError(
+                f"SelfCritical: {self.samples} samples per image is too few for the {self.baseline} baseline"
+            )
 
 
 @dataclass
@@ -115,3 +135,46 @@ class CiderReward:
         references = {row: self.references[image_ids[row // per_image]] for row in candidates}
         _, scores = self.cider.score(candidates, references)
         return torch.tensor(scores).view(len(image_ids), per_image)
+
+
+class SelfCriticalLoss:
+    """Rennie et al. 2017 eq. 9 on a batch: S sampled captions per image, their CIDEr-D rewards, the baseline, and
+    the policy-gradient loss (:func:`scst_loss`). Built when a run starts, from the training references.
+
+    Args:
+        spec: samples per image and baseline.
+        reward: CIDEr-D against the training references.
+        bos: the start token.
+        eos: the end token.
+        max_len: most words per sampled caption.
+        suppress: word ids never sampled.
+        decode: word ids (T,) -> caption text.
+        greedy: images -> the greedy captions (test-time decoding: eval mode, dropout off), for that baseline.
+    """
+
+    def __init__(
+        self,
+        spec: SelfCritical,
+        reward: CiderReward,
+        *,
+        bos: int,
+        eos: int,
+        max_len: int,
+        suppress: Sequence[int],
+        decode: Callable[[torch.Tensor], str],
+        greedy: Callable[[Inputs], list[str]],
+    ) -> None:
+        self.spec, self.reward, self.decode, self.greedy = spec, reward, decode, greedy
+        self.draw = {"samples": spec.samples, "bos": bos, "eos": eos, "max_len": max_len, "suppress": tuple(suppress)}
+
+    def __call__(self, captioner: Captioner, images: Inputs, image_ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        samples = sample_captions(captioner, images, **self.draw)
+        rewards = self.reward(image_ids, [self.decode(row) for row in samples.tokens])  # (B, S)
+        greedy = self.reward(image_ids, self.greedy(images))[:, 0] if self.spec.baseline == "greedy" else None  # (B,)
+        device = samples.log_probs.device
+        advantage = advantages(rewards, baseline=self.spec.baseline, greedy_rewards=greedy).to(device)  # (B, S)
+        return {
+            "loss": scst_loss(samples, advantage),
+            "reward": rewards.mean().to(device),
+            "advantage": advantage.mean(),
+        }

@@ -4,21 +4,36 @@ from pycocoevalcap.meteor.meteor import Meteor
 
 from captioning.cli import main
 from captioning.data.dataset import Batch
+from captioning.decoding import DecodingSpec
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.module import CaptioningModule
 from captioning.vocab import SPECIALS
 
 WORDS = [*SPECIALS, *(f"w{i}" for i in range(7))]  # V = 11
+SIZES = {"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8}  # the tiny decoder's
 
 
-def tiny_module(attention: str = "soft", **kwargs) -> CaptioningModule:
+def tiny_module(
+    attention: str = "soft",
+    *,
+    encoder: dict | None = None,
+    decoder: dict | None = None,
+    decoding: DecodingSpec = DecodingSpec(max_len=5),  # noqa: B008 - frozen dataclass: immutable default
+    **kwargs,
+) -> CaptioningModule:
+    """The suite's tiny model (seeded): a width-8 CBAM ResNet-18 and an 8/16/8 decoder with ``attention`` over an
+    11-word vocabulary, 64 px; ``encoder`` / ``decoder`` override fields of those specs, ``kwargs`` go to
+    :class:`CaptioningModule`."""
     torch.manual_seed(0)
     return CaptioningModule(
         WORDS,
-        encoder=EncoderSpec(depth=18, attention="cbam", width=8),
-        decoder=DecoderSpec(attention=attention, embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0),
+        encoder=EncoderSpec(**{"depth": 18, "attention": "cbam", "width": 8} | (encoder or {})),
+        decoder=DecoderSpec(
+            **{"attention": attention, "embed_dim": 8, "hidden_dim": 16, "attn_dim": 8, "dropout": 0.0}
+            | (decoder or {})
+        ),
         image_size=64,
-        max_len=5,
+        decoding=decoding,
         **kwargs,
     )
 

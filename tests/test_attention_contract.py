@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from conftest import WORDS, tiny_batch, tiny_module
+from conftest import tiny_batch, tiny_module
 from torch import nn
 
 from captioning.data.records import Box
@@ -19,7 +19,7 @@ from captioning.models.attention.weights import FINAL_MAP, AttentionWeights
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.models.cbam import BACKBONE_ATTENTIONS
 from captioning.models.encoder import Encoder
-from captioning.module import CaptioningModule, load_checkpoint
+from captioning.module import CrossEntropy, load_checkpoint
 from captioning.viz.figures import split_generation
 
 
@@ -66,7 +66,7 @@ def dot(monkeypatch):
 
 
 def test_a_registered_decoder_attention_trains_decodes_draws_and_grounds(dot, tmp_path):
-    module = tiny_module("dot", attention_reg=1.0)
+    module = tiny_module("dot", loss=CrossEntropy(attention_reg=1.0))
     batch = tiny_batch(4)
     before = {n: p.detach().clone() for n, p in module.named_parameters() if "decoder.attention." in n}
     losses = module.loss(batch)
@@ -102,14 +102,7 @@ def test_a_registered_decoder_attention_trains_decodes_draws_and_grounds(dot, tm
 
 def test_a_registered_backbone_attention_sits_in_every_block_and_trains(monkeypatch):
     monkeypatch.setitem(BACKBONE_ATTENTIONS, "scale", ChannelScale)  # the one line
-    torch.manual_seed(0)
-    module = CaptioningModule(
-        WORDS,
-        encoder=EncoderSpec(depth=18, attention="scale", width=8),
-        decoder=DecoderSpec(attention="soft", embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0),
-        image_size=64,
-        max_len=5,
-    )
+    module = tiny_module(encoder={"attention": "scale"})
     gates = [m for n, m in module.captioner.encoder.named_modules() if n.endswith(".attention")]
     assert len(gates) == 8 and all(isinstance(g, ChannelScale) for g in gates)  # ResNet-18: 8 blocks
     module.loss(tiny_batch())["loss"].backward()

@@ -6,7 +6,6 @@ import pytest
 import torch
 from conftest import WORDS, tiny_batch, tiny_module
 
-from captioning.decoding import beam_search, greedy
 from captioning.module import caption_loss
 
 
@@ -58,83 +57,6 @@ def test_pad_positions_do_not_change_the_loss(module):
     longer = torch.cat([batch.tokens, torch.zeros(2, 3, dtype=torch.long)], dim=1)  # extra padding columns
     batch.tokens = longer
     torch.testing.assert_close(module.loss(batch)["loss"], reference)
-
-
-def _manual_greedy(module, images, max_len):
-    captioner = module.captioner
-    memory = captioner.encode(images)
-    state = captioner.init_state(memory)
-    tokens = torch.full((images.shape[0],), module.vocab.bos)
-    out = []
-    for _ in range(max_len):
-        logits, state, _ = captioner.step(tokens, state, memory)
-        tokens = logits.argmax(-1)
-        out.append(tokens)
-    return torch.stack(out, 1)
-
-
-@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
-def test_greedy_equals_a_manual_argmax_loop(attention):
-    module = tiny_module(attention).eval()
-    images = tiny_batch(3).images
-    generation = greedy(module.captioner, images, bos=1, eos=2, max_len=5)
-    manual = _manual_greedy(module, images, 5)
-    for row, expected in zip(generation.tokens, manual, strict=True):
-        n = int((expected == 2).nonzero()[0]) + 1 if (expected == 2).any() else 5
-        assert row[:n].tolist() == expected[:n].tolist()
-    assert all(w.shape[:2] == generation.tokens.shape for w in generation.attention.values())
-
-
-@pytest.mark.parametrize("attention", ["none", "soft", "sca"])
-@pytest.mark.parametrize("beam_size", [1, 3])
-def test_batched_beam_search_equals_per_image_search(beam_size, attention):
-    module = tiny_module(attention).eval()
-    images = tiny_batch(4).images
-    batched = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=beam_size)
-    for i in range(4):
-        alone = beam_search(module.captioner, images[i : i + 1], bos=1, eos=2, max_len=5, beam_size=beam_size)
-        steps = alone.tokens.shape[1]
-        assert batched.tokens[i, :steps].tolist() == alone.tokens[0].tolist()
-        torch.testing.assert_close(batched.scores[i], alone.scores[0])
-
-
-def test_beam_search_scores_are_sequence_log_probabilities():
-    module = tiny_module().eval()
-    images = tiny_batch(2).images
-    generation = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=3)
-    captioner = module.captioner
-    for i in range(2):
-        memory = captioner.encode(images[i : i + 1])
-        state = captioner.init_state(memory)
-        token, total = torch.tensor([1]), 0.0
-        for word in generation.tokens[i].tolist():
-            logits, state, _ = captioner.step(token, state, memory)
-            total += float(torch.log_softmax(logits, -1)[0, word].detach())
-            token = torch.tensor([word])
-            if word == 2:
-                break
-        assert total == pytest.approx(float(generation.scores[i]), abs=1e-4)
-    assert (generation.scores <= 0).all()
-
-
-def test_beam_search_improves_on_greedy_score():
-    module = tiny_module().eval()
-    images = tiny_batch(4).images
-    g = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=1)
-    b = beam_search(module.captioner, images, bos=1, eos=2, max_len=5, beam_size=4)
-    assert (b.scores >= g.scores - 1e-5).all()
-
-
-def test_a_model_that_never_ends_still_returns_max_length_captions():
-    module = tiny_module().eval()
-    with torch.no_grad():
-        module.captioner.decoder.output.bias[2] = -1e4  # <eos> never wins
-    for beam_size in (1, 3):
-        generation = beam_search(module.captioner, tiny_batch(2).images, bos=1, eos=2, max_len=5, beam_size=beam_size)
-        assert generation.tokens.shape == (2, 6)
-        assert (generation.tokens[:, -1] == 2).all()  # ended by force after max_len words
-        captions = [module.vocab.decode(t) for t in generation.tokens]
-        assert all(len(c.split()) == 5 for c in captions)
 
 
 def test_blind_model_ignores_the_image():

@@ -15,6 +15,7 @@ from captioning.cli.extract import main as extract
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.errors import ConfigError
+from captioning.scst import SelfCritical
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = [  # what extract reads too
@@ -22,9 +23,16 @@ MODEL = [  # what extract reads too
     # ResNet-152 with BN on its initial statistics grows activations to about 1e6 (NaN gradients by stage 2).
     *("--model.encoder.weights", "null", "--model.encoder.depth", "50", "--model.encoder.width", "4"),
     *("--model.decoder.hidden_dim", "32", "--model.decoder.attn_dim", "16", "--model.decoder.embed_dim", "16"),
-    *("--model.metrics", "[Bleu,CIDEr]", "--model.tokenizer", "python", "--model.max_len", "6"),
+    *(
+        "--model.evaluation.metrics",
+        "[Bleu,CIDEr]",
+        "--model.evaluation.tokenizer",
+        "python",
+        "--model.decoding.max_len",
+        "6",
+    ),
     *("--data.image_size", "64", "--data.batch_size", "4", "--data.num_workers", "0", "--data.min_count", "1"),
-    *("--model.beam_size", "2"),
+    *("--model.decoding.beam_size", "2"),
 ]
 TINY = [
     *MODEL,
@@ -62,7 +70,7 @@ def _fit(configs: list[str], coco: Path, run: Path, *extra: str):
         (["coco_resnet152_sca_paper.yaml"], ["optimizer: adadelta", "output: deep", "first_input: zero"]),
         (["coco_resnet152_sca_stage1_xe.yaml"], ["references_per_image: 5", "- layer4.2.conv3"]),
         (["coco_resnet152_sca_stage1_xe.yaml", "coco_resnet152_sca_stage2_finetune.yaml"], ["- layer4\n"]),
-        (["coco_resnet152_sca_stage1_xe.yaml", "coco_resnet152_sca_stage3_scst.yaml"], ["scst: true"]),
+        (["coco_resnet152_sca_stage1_xe.yaml", "coco_resnet152_sca_stage3_scst.yaml"], ["samples: 5"]),
         (["coco_resnet152_sca.yaml"], ["depth: 152"]),
         (["coco_resnet152_cbam_sca.yaml"], ["attention: cbam"]),
         (["coco_resnet152_soft.yaml"], ["attention: soft"]),
@@ -114,6 +122,6 @@ def test_the_three_stages_chain_through_their_checkpoints(coco, tmp_path):
     features3 = tmp_path / "features2"
     extract([*config, "--data.root", str(coco), *MODEL, *init, "--out", str(features3), "--num-workers", "0"])
     three = _fit(stage3, coco, tmp_path / "three", *init, "--data.features", str(features3))
-    assert three.model.hparams.scst and three.trainer.global_step == 2
+    assert isinstance(three.model.scst_spec, SelfCritical) and three.trainer.global_step == 2
     with pytest.raises(ConfigError, match="features made for another model"):  # stage 1's CNN is not stage 2's
         _fit(stage3, coco, tmp_path / "refused", *init, "--data.features", str(features))

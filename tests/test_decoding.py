@@ -132,6 +132,13 @@ def test_beam_size_one_is_an_argmax_loop(attention, suppress):
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
+def test_a_wider_beam_never_scores_below_greedy(attention):
+    captioner, images = tiny_captioner(attention), tiny_images(4)
+    greedy_scores = search(captioner, images, beam_size=1).scores
+    assert (search(captioner, images, beam_size=4).scores >= greedy_scores - 1e-5).all()
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
 @pytest.mark.parametrize("beam_size", [1, 3, 5])
 @pytest.mark.parametrize("length_penalty", ["none", "average", "gnmt"])
 def test_a_model_that_never_ends_still_gets_max_length_captions(attention, beam_size, length_penalty):

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import WORDS
+from conftest import WORDS, tiny_module
 from PIL import Image
 
 from captioning.cli.evaluate import main as evaluate
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
-from captioning.models.captioner import DecoderSpec, EncoderSpec
-from captioning.module import CaptioningModule, load_checkpoint
+from captioning.metrics.evaluator import EvaluationSpec
+from captioning.module import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 13  # 13 = 3 x 4 + 1: DistributedSampler pads the 3 ranks' shards with 2 repeated images
@@ -68,14 +68,8 @@ def folder(tmp_path_factory) -> Path:
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained tiny model whose captions differ between images (a stronger image-to-state projection and a
     peaky output layer), saved as ``fit`` saves checkpoints."""
-    torch.manual_seed(0)
-    module = CaptioningModule(
-        WORDS,
-        encoder=EncoderSpec(depth=18, attention="cbam", width=8),
-        decoder=DecoderSpec(attention="soft", embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0),
-        image_size=64,
-        max_len=5,
-        metrics=("Bleu", "CIDEr"),
+    module = tiny_module(
+        evaluation=EvaluationSpec(metrics=("Bleu", "CIDEr")),
         vocabulary_rule={"counted": "train", "min_count": 3},
     )
     decoder = module.captioner.decoder

@@ -4,11 +4,10 @@ beam search and greedy decoding, ``generate``, ``caption_images`` and the backbo
 import numpy as np
 import pytest
 import torch
-from conftest import WORDS
+from conftest import tiny_module
 from PIL import Image
 
-from captioning.decoding import beam_search, greedy
-from captioning.models.captioner import DecoderSpec, EncoderSpec
+from captioning.decoding import DecodingSpec, beam_search, greedy
 from captioning.models.modes import inference
 from captioning.module import CaptioningModule
 from captioning.viz.gates import backbone_gates
@@ -19,15 +18,7 @@ BOS, EOS = 1, 2
 
 def dropout_module() -> CaptioningModule:
     """A tiny model with dropout and BatchNorm, whose train mode changes every output."""
-    torch.manual_seed(0)
-    module = CaptioningModule(
-        WORDS,
-        encoder=EncoderSpec(depth=18, attention="cbam", width=8),
-        decoder=DecoderSpec(attention="sca", embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.5),
-        image_size=64,
-        max_len=6,
-        beam_size=3,
-    )
+    module = tiny_module("sca", decoder={"dropout": 0.5}, decoding=DecodingSpec(max_len=6, beam_size=3))
     with torch.no_grad():  # a peaky output layer: captions of several words that dropout would change
         module.captioner.decoder.output.weight.mul_(8.0)
     return module

@@ -3,21 +3,15 @@ only named modules (res5c_branch2c), Adadelta with the L2 term on the decoder on
 
 import pytest
 import torch
-from conftest import WORDS, tiny_batch
+from conftest import tiny_batch, tiny_module
 
 from captioning.errors import ConfigError
-from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.models.encoder import ResNetEncoder
-from captioning.module import CaptioningModule
+from captioning.module import CaptioningModule, OptimizationSpec
 
 
 def _module(output: str = "deep", first_input: str = "zero", **kwargs) -> CaptioningModule:
-    torch.manual_seed(0)
-    decoder = DecoderSpec(
-        attention="sca", embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0, output=output, first_input=first_input
-    )
-    encoder = kwargs.pop("encoder", EncoderSpec(depth=18, attention="cbam", width=8))
-    return CaptioningModule(WORDS, encoder=encoder, decoder=decoder, image_size=64, max_len=5, **kwargs)
+    return tiny_module("sca", decoder={"output": output, "first_input": first_input}, **kwargs)
 
 
 def test_deep_output_is_tanh_of_hidden_plus_previous_word_then_the_vocabulary_layer():
@@ -54,7 +48,7 @@ def test_zero_first_input_is_a_zero_embedding_that_never_trains():
 
 
 def test_frozen_backbone_trains_only_the_named_modules_with_bn_fixed():
-    spec = EncoderSpec(depth=50, width=8, trainable=False, train_modules=("layer4.2.conv3",))
+    spec = {"depth": 50, "attention": "none", "trainable": False, "train_modules": ("layer4.2.conv3",)}
     module = _module(encoder=spec)
     trained = {n for n, p in module.captioner.encoder.named_parameters() if p.requires_grad}
     assert trained == {"backbone.layer4.2.conv3.weight"}  # res5c_branch2c's weight (its conv has no bias)
@@ -75,7 +69,9 @@ def test_train_modules_are_refused_with_a_trainable_backbone_or_an_unknown_name(
 
 
 def test_adadelta_puts_the_official_l2_term_on_the_decoder_only():
-    module = _module(optimizer="adadelta", lr=1.0, weight_decay=1e-4, lr_schedule="constant")
+    module = _module(
+        optimization=OptimizationSpec(optimizer="adadelta", lr=1.0, weight_decay=1e-4, lr_schedule="constant")
+    )
     optimizer = module.configure_optimizers()["optimizer"]
     assert isinstance(optimizer, torch.optim.Adadelta)
     decoder, cnn = optimizer.param_groups

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioning.module import load_checkpoint
+from captioning.decoding import DecodingSpec
+from captioning.metrics.evaluator import EvaluationSpec
+from captioning.models.captioner import EncoderSpec
+from captioning.module import CaptioningModule, CrossEntropy, OptimizationSpec, load_checkpoint, upgrade_hyperparameters
+from captioning.scst import SelfCritical
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -24,7 +28,7 @@ def moment(weights: torch.Tensor) -> float:
 def test_a_checkpoint_of_commit_89373c1_loads_and_decodes_as_it_did():
     expected = json.loads((DATA / "sca_89373c1.json").read_text())
     module = load_checkpoint(DATA / "sca_89373c1.ckpt")
-    assert module.hparams.decoder.attention == "sca" and module.hparams.beam_size == 2
+    assert module.hparams.decoder.attention == "sca" and module.hparams.decoding.beam_size == 2
     assert module.evaluation_settings()["vocabulary"] == {"size": 11, "counted": "train", "min_count": 1}
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     captions, generation = module.generate(images)
@@ -35,3 +39,39 @@ def test_a_checkpoint_of_commit_89373c1_loads_and_decodes_as_it_did():
     assert generation.nbest_log_probs.flatten().tolist() == pytest.approx(expected_log_probs, abs=1e-4)
     moments = {name: moment(weights) for name, weights in sorted(generation.attention.items())}
     assert moments == pytest.approx(expected["attention_moments"], abs=1e-4)  # every layer's maps, spatial and channel
+
+
+def test_flat_settings_of_older_checkpoints_move_into_their_groups():
+    """What ``fit`` saved before the settings were grouped (commit 79acff5 and earlier): flat keys, the specs as the
+    config's dicts, LightningCLI's ``_instantiator``, SCST as a flag."""
+    saved = {
+        "_instantiator": "pytorch_lightning.cli.instantiate_module",
+        "vocabulary": ["<pad>", "<bos>", "<eos>", "<unk>", "a"],
+        "encoder": {"depth": 18, "width": 8, "train_modules": ["layer4"], "trainable": False},
+        "decoder": {"attention": "soft", "sca_layers": []},
+        "lr": 5e-5,
+        "optimizer": "adadelta",
+        "encoder_lr": 1e-5,
+        "encoder_frozen_epochs": 2,
+        "encoder_unfreeze": ["layer4"],
+        "attention_reg": 0.0,
+        "sample_prob": 0.25,
+        "beam_size": 3,
+        "block_trigrams": True,
+        "metrics": ["Bleu", "CIDEr"],
+        "tokenizer": "python",
+        "scst": True,
+        "scst_samples": 4,
+        "scst_baseline": "mean",
+    }
+    hp = upgrade_hyperparameters(saved)
+    assert set(hp) == {"vocabulary", "encoder", "decoder", "optimization", "loss", "decoding", "evaluation", "scst"}
+    assert hp["encoder"] == EncoderSpec(depth=18, width=8, train_modules=("layer4",), trainable=False)
+    assert hp["optimization"] == OptimizationSpec(optimizer="adadelta", lr=5e-5, encoder_lr=1e-5)
+    assert hp["loss"] == CrossEntropy(attention_reg=0.0, sample_prob=0.25)
+    assert hp["decoding"] == DecodingSpec(beam_size=3, block_trigrams=True)
+    assert hp["evaluation"] == EvaluationSpec(metrics=("Bleu", "CIDEr"), tokenizer="python")
+    assert hp["scst"] == SelfCritical(samples=4, baseline="mean")
+    assert upgrade_hyperparameters({**saved, "scst": False})["scst"] is None
+    module = CaptioningModule(**hp)  # what load_checkpoint builds
+    assert module.decoding.beam_size == 3 and module.scst_spec.samples == 4

@@ -12,7 +12,7 @@ from conftest import tiny_module
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.metrics.cider import CiderD
-from captioning.scst import CiderReward, advantages, sample_captions, scst_loss
+from captioning.scst import CiderReward, SelfCritical, advantages, sample_captions, scst_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,10 +73,10 @@ def test_scst_run_starts_from_a_cross_entropy_checkpoint(tmp_path):
     xe = run_config([*base, "--checkpoint.dirpath", str(tmp_path / "xe"), "--trainer.default_root_dir", str(tmp_path)])
     start = tmp_path / "xe" / "best.ckpt"
     args = ["--config", str(ROOT / "configs/scst.yaml"), "--model.init_weights", str(start)]
-    args += ["--model.scst_samples", "3", "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger"]
+    args += ["--model.scst.samples", "3", "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger"]
     args += ["--trainer.logger.save_dir", str(tmp_path / "logs"), "--checkpoint.dirpath", str(tmp_path / "scst")]
     scst = run_config([*base, *args])
-    assert scst.model.hparams.scst and scst.trainer.global_step == 6
+    assert scst.model.scst_spec == SelfCritical(samples=3, baseline="greedy") and scst.trainer.global_step == 6
     rows = list(csv.DictReader(next((tmp_path / "logs").rglob("metrics.csv")).open()))
     rewards = [float(r["train/reward"]) for r in rows if r.get("train/reward")]
     assert len(rewards) == 6 and all(r >= 0 for r in rewards)

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning.callbacks import BaseFinetuning
 
+from captioning.callbacks import EncoderFinetuning
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
+from captioning.errors import ConfigError
 from captioning.workflows import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,19 +124,22 @@ def test_encoder_frozen_first_then_chosen_stages_train_with_their_own_learning_r
     twin = run_config(["validate", *base, "--trainer.limit_val_batches", "0"])  # the same seed: the initial weights
     initial = {k: v.clone() for k, v in twin.model.captioner.encoder.state_dict().items()}
     args = ["fit", *base, "--trainer.max_epochs", "2", "--trainer.check_val_every_n_epoch", "100"]
-    args += [
-        "--model.encoder_frozen_epochs",
-        "1",
-        "--model.encoder_unfreeze",
-        "[layer4]",
-        "--model.encoder_lr",
-        "0.003",
-    ]
+    args += ["--finetuning.frozen_epochs", "1", "--finetuning.unfreeze", "[layer4]"]
+    args += ["--model.optimization.encoder_lr", "0.003"]
     args += ["--checkpoint.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
     cli = run_config(args)
+    assert isinstance(next(c for c in cli.trainer.callbacks if isinstance(c, BaseFinetuning)), EncoderFinetuning)
     groups = cli.trainer.optimizers[0].param_groups
     assert [g["initial_lr"] for g in groups] == [0.01, 0.003]  # decoder (smoke config's lr), encoder
     trained = cli.model.captioner.encoder.state_dict()
     for name, value in trained.items():
         # layer4 trained in the second epoch (weights and BN statistics); everything below it never moved
         assert (not torch.equal(value, initial[name])) == name.startswith("backbone.layer4"), name
+
+
+def test_encoder_finetuning_refuses_an_unknown_stage_before_training(shapes, tmp_path):
+    args = ["fit", "--config", str(ROOT / "configs/smoke.yaml"), "--data.root", str(shapes)]
+    args += ["--finetuning.frozen_epochs", "1", "--finetuning.unfreeze", "[layer9]"]
+    args += ["--checkpoint.dirpath", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)]
+    with pytest.raises(ConfigError, match=r"finetuning.unfreeze: unknown stages \['layer9'\]"):
+        run_config(args)

@@ -5,14 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import WORDS, tiny_batch
+from conftest import tiny_batch, tiny_module
 from sca_helpers import assert_each_sample_independent, make_uniform, with_random_bn_statistics
 from torchvision.models.vgg import cfgs, make_layers
 
 from captioning.errors import CaptioningError
 from captioning.models.attention.multilayer import MultiLayerSCA
 from captioning.models.backbones import VGG, load_imagenet_weights
-from captioning.models.captioner import DecoderSpec, EncoderSpec
+from captioning.models.captioner import EncoderSpec
 from captioning.models.encoder import VGGEncoder
 from captioning.module import CaptioningModule
 
@@ -112,14 +112,7 @@ def test_each_sample_is_independent_of_its_batch():
 
 
 def _vgg_module(**encoder) -> CaptioningModule:
-    torch.manual_seed(0)
-    return CaptioningModule(
-        WORDS,
-        encoder=EncoderSpec(**{"arch": "vgg", "depth": 16, "width": 4} | encoder),
-        decoder=DecoderSpec(attention="sca", embed_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0),
-        image_size=64,
-        max_len=5,
-    )
+    return tiny_module("sca", encoder={"arch": "vgg", "depth": 16, "width": 4, "attention": "none"} | encoder)
 
 
 def test_vgg_sca_captioner_trains_one_step_and_decodes():

@@ -24,6 +24,20 @@ from captioning.metrics.tokenize import Backend
 
 
 @dataclass(frozen=True)
+class EvaluationSpec:
+    """What validation and test score.
+
+    Args:
+        metrics: pycocoevalcap metrics (by its names: ``Bleu``, ``METEOR``, ``ROUGE_L``, ``CIDEr``, ``SPICE``).
+        tokenizer: PTB tokenizer for those metrics: ``java`` (pycocoevalcap's) or ``python`` (the same tokens on
+            caption text, no JVM start; METEOR still runs on Java).
+    """
+
+    metrics: tuple[str, ...] = METRICS
+    tokenizer: Backend = "java"
+
+
+@dataclass(frozen=True)
 class Evaluation:
     """A scored split: what ``evaluate`` writes (``scores.json``, ``per_image.json``, ``results.json``,
     ``grounding.json``), the same on every process."""
