@@ -1,14 +1,20 @@
+from pathlib import Path
+
 import pytest
 import torch
 from pycocoevalcap.meteor.meteor import Meteor
 
 from captioning.cli import main
+from captioning.config import run_config
 from captioning.data.dataset import Batch
+from captioning.data.shapes import generate_shapes
 from captioning.decoding import DecodingSpec
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.module import CaptioningModule
 from captioning.vocab import SPECIALS
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository (configs/, benchmarks/, notebooks/)
+FIXTURES = ROOT / "tests" / "fixtures"  # files the tests read: an old release's checkpoint
 WORDS = [*SPECIALS, *(f"w{i}" for i in range(7))]  # V = 11
 SIZES = {"embed_dim": 8, "hidden_dim": 16, "attn_dim": 8}  # the tiny decoder's
 
@@ -62,7 +68,7 @@ def module() -> CaptioningModule:
 
 def run_cli(capsys, *args) -> tuple[int, str]:
     """``captioning ARGS`` run in this process, as the console script runs it: its exit status and its stderr.
-    (tests/test_cli.py runs it once as a real process too.)"""
+    (tests/cli/test_cli.py runs it once as a real process too.)"""
     capsys.readouterr()
     try:
         main([str(arg) for arg in args])
@@ -75,8 +81,31 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 @pytest.fixture(scope="session")
 def pycocoevalcap_meteor():
     """pycocoevalcap's own ``Meteor()``, the reference the tests compare with: one JVM for the session (its -stdio
-    mode keeps no state between calls; tests/test_metrics.py checks ours against golden fresh-JVM values)."""
+    mode keeps no state between calls; tests/metrics/test_scorers.py checks ours against golden fresh-JVM values)."""
     scorer = Meteor()
     yield scorer
     scorer.meteor_p.kill()
     scorer.meteor_p.communicate()  # reaps the JVM and closes the pipes
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> dict:
+    """A tiny SCA-CNN model trained for one epoch (2 steps) by ``captioning fit`` on a generated shapes set, once for
+    the session (tests/test_api.py, tests/export/test_pretrained.py, tests/cli/test_caption.py): its run folder
+    (``run.json``, ``config.yaml``), its ``best.ckpt`` (with the checkpoint callback's val/CIDEr) and the set's test
+    images."""
+    shapes = tmp_path_factory.mktemp("api_shapes")
+    generate_shapes(shapes, train=16, val=4, test=6, seed=5, image_size=64, show_progress=False)
+    run = tmp_path_factory.mktemp("api_run")
+    smoke = ROOT / "configs" / "smoke.yaml"
+    run_config(
+        [
+            *("fit", "--config", str(smoke), "--data.root", str(shapes), "--model.decoder.attention", "sca"),
+            *("--trainer.default_root_dir", str(run), "--checkpoint.dirpath", str(run / "checkpoints")),
+            *("--trainer.max_epochs", "1", "--trainer.num_sanity_val_steps", "0"),
+            *("--trainer.enable_progress_bar", "false", "--model.evaluation.tokenizer", "python"),
+            *("--samples.num_images", "0"),  # no attention figures on the dashboard: seconds of matplotlib
+        ]
+    )
+    images = sorted((shapes / "images" / "test").glob("*.png"))
+    return {"run": run, "ckpt": run / "checkpoints" / "best.ckpt", "images": images, "shapes": shapes}

@@ -71,3 +71,17 @@ def test_attention_analysis_compares_variants_and_draws_them(tmp_path):
     assert {"gates.png"} <= names and sum(n.startswith("sca_cs_") for n in names) == 2  # spatial and channels
     assert sum(n.startswith("soft_") for n in names) == 1
     assert _text(notebook).count("image/png") >= 4
+
+
+@pytest.mark.slow  # a model trained for five epochs, exported twice: about 40 s (its parts run in the fast suite)
+def test_inference_notebook_captions_exports_and_runs_onnx(tmp_path):
+    notebook = _execute("03_inference.ipynb", tmp_path)
+    out = tmp_path / "outputs" / "notebooks" / "03_inference"
+    assert {p.name for p in (out / "exported").iterdir()} == {"README.md", "config.json", "model.safetensors"}
+    assert {p.name for p in (out / "onnx").iterdir()} >= {"encoder.onnx", "decoder_step.onnx", "onnx.json"}
+    lines = (out / "captions.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 8 and all("caption" in json.loads(line) for line in lines[1:])  # header, 8 test images
+    text = _text(notebook)
+    assert "image/png" in text  # the attention figure
+    assert "captions as the checkpoint: True" in text and "captions as PyTorch: True" in text
+    assert "then 0 more (8 already there)" in text  # the second run resumed and had nothing left

@@ -2,19 +2,16 @@
 with training document frequencies, and an SCST run started from a cross-entropy checkpoint."""
 
 import csv
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_module
+from conftest import ROOT, tiny_module
 
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.metrics.cider import CiderD
 from captioning.scst import CiderReward, SelfCritical, advantages, sample_captions, scst_loss
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_samples_carry_the_models_log_probabilities_and_gradients():

@@ -2,9 +2,9 @@
 layer (:mod:`captioning.workflows`).
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI subcommands (configs in ``configs/``, parsed by
-:mod:`captioning.config`); ``prepare``, ``caption``, ``evaluate``, ``score``, ``visualize``, ``ablate``, ``extract``
-and ``demo`` are plain commands (``captioning/cli/<command>.py``). A user mistake (:class:`CaptioningError`) prints
-one line and exits with status 2; ``--debug`` shows the traceback.
+:mod:`captioning.config`); ``prepare``, ``caption``, ``evaluate``, ``score``, ``visualize``, ``ablate``, ``extract``,
+``export``, ``serve`` and ``demo`` are plain commands (``captioning/cli/<command>.py``). A user mistake
+(:class:`CaptioningError`) prints one line and exits with status 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from captioning.cli import ablate, caption, demo, evaluate, extract, prepare, score, visualize
+from captioning.cli import ablate, caption, demo, evaluate, export, extract, prepare, score, serve, visualize
 from captioning.config import LIGHTNING_COMMANDS, run_config
 from captioning.errors import CaptioningError
 
@@ -25,6 +25,8 @@ COMMANDS: dict[str, Callable[[Sequence[str]], object]] = {
     "demo": demo.main,
     "ablate": ablate.main,
     "extract": extract.main,
+    "export": export.main,
+    "serve": serve.main,
 }
 
 USAGE = """usage: captioning COMMAND [options]   (captioning COMMAND --help for each)
@@ -38,11 +40,13 @@ training and evaluation (LightningCLI, configs in configs/):
 tools:
   prepare    make a dataset:   captioning prepare shapes --out data/shapes
              check a dataset:  captioning prepare coco|coco2014|coco2017|flickr8k|flickr30k|custom --root DIR
-  caption    caption images:   captioning caption IMAGE... --ckpt CKPT
+  caption    caption images:   captioning caption IMAGE|DIR|GLOB... --ckpt CKPT [--out captions.jsonl|.csv]
   evaluate   score a split:    captioning evaluate --ckpt CKPT --data-root DIR --split test --out DIR
   visualize  attention maps:   captioning visualize IMAGE... --ckpt CKPT --out DIR
   ablate     compare variants: captioning ablate --config C --variants configs/ablation/*.yaml --out DIR
   extract    pre-extract the frozen CNN's maps: captioning extract --config C --out DIR (then --data.features DIR)
+  export     for inference:    captioning export --ckpt CKPT --out DIR [--format pretrained|onnx]
+  serve      web demo + API:   captioning serve --ckpt CKPT|DIR [--host 127.0.0.1] [--port 7860]   (extra: .[serve])
   demo       the whole pipeline on the synthetic shapes set (what `make demo` runs)
 
 --debug (any command): show the traceback of a user error instead of one line.

@@ -86,7 +86,7 @@ def meteor(candidates: Mapping[int, str], references: Mapping[int, Sequence[str]
     The first call starts METEOR's JVM (about 5 s, up to 2 GB heap); later calls in the process reuse it, so that
     a run that scores many times (each validation epoch, each ablation variant) pays the start once. METEOR's
     ``-stdio`` mode keeps no state between ``EVAL`` lines: a reused JVM gives a fresh one's numbers
-    (tests/test_metrics.py checks). An error stops the JVM (the next call starts a new one); so does
+    (tests/metrics/test_scorers.py checks). An error stops the JVM (the next call starts a new one); so does
     :func:`close_meteor` and the end of the process.
 
     Args:

@@ -134,7 +134,7 @@ def _identity(channels: int, *, reduction: int, identity_init: bool) -> nn.Modul
 
 
 # Backbone attention by name: what ``EncoderSpec.attention`` (``--model.encoder.attention``) reads. A new one is a
-# module and one line here (tests/test_attention_contract.py registers a toy one from outside).
+# module and one line here (tests/models/attention/test_registry.py registers a toy one from outside).
 BACKBONE_ATTENTIONS: dict[str, BackboneAttentionFactory] = {
     "none": _identity,  # torchvision's network exactly (the attention slot is nn.Identity)
     "se": SE,  # squeeze-and-excitation (Hu et al. 2018)

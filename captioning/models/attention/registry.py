@@ -1,7 +1,7 @@
 """Decoder attentions by name: the registry that ``DecoderSpec.attention`` (``--model.decoder.attention``) reads.
 
 A new decoder attention is one file and one line: a module with the interface below, and
-``DECODER_ATTENTIONS["name"] = Factory`` (tests/test_attention_contract.py trains a toy one that way).
+``DECODER_ATTENTIONS["name"] = Factory`` (tests/models/attention/test_registry.py trains a toy one that way).
 Backbone attentions (inside every residual block) have their own registry,
 :data:`captioning.models.cbam.BACKBONE_ATTENTIONS`.
 """

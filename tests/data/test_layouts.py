@@ -21,7 +21,7 @@ from bad_data import (
     write_custom,
     write_karpathy,
 )
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from captioning.config import run_config
 from captioning.data.coco import read_coco_captions, read_karpathy
@@ -33,7 +33,6 @@ from captioning.data.records import DataWarning
 from captioning.errors import CaptioningError
 from captioning.vocab import Vocabulary
 
-ROOT = Path(__file__).resolve().parents[1]
 KEPT = [n for n in CAPTIONS if n not in CAPTIONLESS]
 
 
@@ -154,7 +153,7 @@ def test_prepare_coco_on_an_empty_folder_says_what_to_fetch(tmp_path, capsys):
         assert needed in stderr
     status, stderr = run_cli(capsys, "prepare", "coco2017", "--root", str(tmp_path))
     assert "annotations/captions_train2017.json" in stderr and "annotations_trainval2017.zip" in stderr
-    assert status == 2 and "Traceback" not in stderr  # (as a real process: tests/test_cli.py)
+    assert status == 2 and "Traceback" not in stderr  # (as a real process: tests/cli/test_cli.py)
 
 
 @pytest.mark.parametrize("kind", ["flickr8k", "custom", "coco2014"])

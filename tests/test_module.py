@@ -1,15 +1,15 @@
 """A checkpoint written by an earlier release still loads and decodes as it did.
 
-``tests/data/sca_89373c1.ckpt`` is a tiny CBAM ResNet + SCA-CNN model saved by ``Trainer.save_checkpoint`` with the
+``tests/fixtures/sca_89373c1.ckpt`` is a tiny CBAM ResNet + SCA-CNN model saved by ``Trainer.save_checkpoint`` with the
 code of commit 89373c1 (the release before the library layer and the attention registries); ``sca_89373c1.json``
 holds what that code generated from it for three fixed random images (beam size 2). Both were written by
-``PYTHONPATH=<checkout of 89373c1> python tests/data/make_old_checkpoint.py tests/data``."""
+``PYTHONPATH=<checkout of 89373c1> python tests/fixtures/make_old_checkpoint.py tests/fixtures``."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from conftest import FIXTURES
 
 from captioning.decoding import DecodingSpec
 from captioning.metrics.evaluator import EvaluationSpec
@@ -17,17 +17,15 @@ from captioning.models.captioner import EncoderSpec
 from captioning.module import CaptioningModule, CrossEntropy, OptimizationSpec, load_checkpoint, upgrade_hyperparameters
 from captioning.scst import SelfCritical
 
-DATA = Path(__file__).resolve().parent / "data"
-
 
 def moment(weights: torch.Tensor) -> float:
-    """As tests/data/make_old_checkpoint.py computes it: sum of w * position over the last dimension."""
+    """As tests/fixtures/make_old_checkpoint.py computes it: sum of w * position over the last dimension."""
     return float((weights * torch.linspace(0, 1, weights.shape[-1])).sum())
 
 
 def test_a_checkpoint_of_commit_89373c1_loads_and_decodes_as_it_did():
-    expected = json.loads((DATA / "sca_89373c1.json").read_text())
-    module = load_checkpoint(DATA / "sca_89373c1.ckpt")
+    expected = json.loads((FIXTURES / "sca_89373c1.json").read_text())
+    module = load_checkpoint(FIXTURES / "sca_89373c1.ckpt")
     assert module.hparams.decoder.attention == "sca" and module.hparams.decoding.beam_size == 2
     assert module.evaluation_settings()["vocabulary"] == {"size": 11, "counted": "train", "min_count": 1}
     images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
@@ -31,7 +31,6 @@ from captioning.errors import CaptioningError
 
 requires_java = pytest.mark.skipif(shutil.which("java") is None, reason="pycocoevalcap's tokenizer and METEOR")
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["a", "the", "red", "blue", "small", "dog", "cat", "ball", "on", "grass", "runs", "sits", "next", "to"]
 EMPTY = ["", " ", "...", "\u2026", " - -", ". ?", "''", ";:", "&quot;"]  # no token after PTB tokenization
 

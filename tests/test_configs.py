@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 
 from captioning.cli.extract import main as extract
 from captioning.config import run_config
@@ -17,7 +18,6 @@ from captioning.data.shapes import generate_shapes
 from captioning.errors import ConfigError
 from captioning.scst import SelfCritical
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = [  # what extract reads too
     # Random weights (nothing downloads here); depth 50 keeps every layer name of the configs, and a random
     # ResNet-152 with BN on its initial statistics grows activations to about 1e6 (NaN gradients by stage 2).

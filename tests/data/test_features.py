@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 
 from captioning.cli.extract import main as extract
 from captioning.config import build, run_config
@@ -18,7 +19,6 @@ from captioning.errors import CaptioningError, ConfigError
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
 from captioning.workflows import evaluate, evaluation
 
-ROOT = Path(__file__).resolve().parents[1]
 FROZEN = ["--model.encoder.trainable", "false"]
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import WORDS, tiny_module
+from conftest import ROOT, WORDS, tiny_module
 from PIL import Image
 
 from captioning.cli.evaluate import main as evaluate
@@ -23,7 +23,6 @@ from captioning.data.shapes import generate_shapes
 from captioning.metrics.evaluator import EvaluationSpec
 from captioning.module import load_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 TEST_IMAGES = 13  # 13 = 3 x 4 + 1: DistributedSampler pads the 3 ranks' shards with 2 repeated images
 RESULTS = ("scores.json", "results.json", "per_image.json")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT
 from pytorch_lightning.callbacks import BaseFinetuning
 
 from captioning.callbacks import EncoderFinetuning
@@ -19,7 +20,6 @@ from captioning.data.shapes import generate_shapes
 from captioning.errors import ConfigError
 from captioning.workflows import evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH = 6  # 48 train images, batch 8
 EPOCHS = 3
 
@@ -74,7 +74,7 @@ def test_same_seed_gives_the_same_losses_and_a_run_record(shapes, reference, tmp
 def test_sigkill_mid_epoch_then_resume_from_last_continues_the_same_run(shapes, reference, tmp_path):
     kill_step = STEPS_PER_EPOCH + 2  # in the middle of the second epoch
     killer = json.dumps({"class_path": "training_helpers.KillAt", "init_args": {"step": kill_step}})
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])}
     args = _args(shapes, tmp_path, "--last.every_n_train_steps", "1", f"--trainer.callbacks+={killer}")
     killed = subprocess.run([sys.executable, "-m", "captioning.cli", *args], env=env, capture_output=True, text=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]

@@ -1,8 +1,8 @@
 """Fast metrics against pycocoevalcap on a 1,000-image corpus: the Python PTB tokenizer, vectorized CIDEr-D, scorers.
 
 The tokenizer check runs Java once over the whole corpus (candidates and references); the metric checks compare
-numbers on the Python-tokenized corpus and need no JVM (METEOR aside). tests/test_metrics.py holds the golden metric
-numbers and the input checks; this file adds scale and messy text. Slow: every BMP character through both
+numbers on the Python-tokenized corpus and need no JVM (METEOR aside). tests/metrics/test_scorers.py holds the golden
+metric numbers and the input checks; this file adds scale and messy text. Slow: every BMP character through both
 tokenizers, and METEOR on the whole corpus.
 """
 
@@ -231,7 +231,7 @@ def test_scorers_equal_pycocoevalcap(corpus):
 
 
 @requires_java
-@pytest.mark.slow  # two METEOR JVMs, about 10 s each; tests/test_metrics.py checks METEOR on 54 images by default
+@pytest.mark.slow  # two METEOR JVMs, about 10 s each; tests/metrics/test_scorers.py checks METEOR on 54 images
 def test_meteor_equals_pycocoevalcap(corpus):
     res, gts = coco_format(corpus)
     direct = Meteor()

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
@@ -27,7 +27,6 @@ from captioning.viz.attention import word_grid
 from captioning.workflows import caption_images
 from captioning.workflows.ablation import HEADER, write_tables
 
-ROOT = Path(__file__).resolve().parents[1]
 CAPTIONING = [sys.executable, "-m", "captioning.cli"]
 
 
