@@ -38,3 +38,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cider_speed.py
 	$(BIN)/python benchmarks/loader_speed.py
 	$(BIN)/python benchmarks/features.py --threads 2
+	$(BIN)/python benchmarks/onnx_latency.py --threads 1

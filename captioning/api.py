@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import socket
 import threading
@@ -32,14 +33,15 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from captioning.checkpoints import load_checkpoint
 from captioning.data.images import load_resized, normalize_image, to_rgb
-from captioning.decoding import DecodingSpec, LengthPenalty, beam_search
+from captioning.decoding import DecodingSpec, LengthPenalty, decode_with
 from captioning.errors import CaptioningError
 from captioning.export import pretrained
 from captioning.models.attention.weights import AttentionWeights
 from captioning.models.captioner import Captioner
 from captioning.models.modes import inference
-from captioning.module import CaptioningModule, load_checkpoint
+from captioning.module import CaptioningModule
 from captioning.viz.figures import split_generation
 from captioning.vocab import Vocabulary
 
@@ -221,22 +223,9 @@ class CaptioningModel:
         """Prepared pixels (B, 3, S, S) uint8 (:meth:`prepare`) -> one :class:`Caption` per image."""
         decoding = decoding or self.decoding
         vocab = self.vocab
-        suppress = (vocab.pad, vocab.bos, *((vocab.unk,) if decoding.suppress_unk else ()))  # as training decodes
         with inference(self.captioner):
             images = normalize_image(pixels).to(self.device)  # (B, 3, S, S) float
-            generation = beam_search(
-                self.captioner,
-                images,
-                bos=vocab.bos,
-                eos=vocab.eos,
-                max_len=decoding.max_len,
-                beam_size=decoding.beam_size,
-                min_len=decoding.min_len,
-                length_penalty=decoding.length_penalty,
-                length_alpha=decoding.length_alpha,
-                block_trigrams=decoding.block_trigrams,
-                suppress=suppress,
-            )
+            generation = decode_with(self.captioner, images, decoding, vocab)  # as training decodes
         captions = [vocab.decode(row) for row in generation.tokens]
         items = split_generation(captions, generation, pixels.permute(0, 2, 3, 1).numpy())  # pixels: (B, S, S, 3)
         return [
@@ -321,19 +310,29 @@ def hub_snapshot(repo_id: str) -> Path:
     """The local folder of Hub model ``repo_id``: from the Hugging Face cache, else downloaded. Offline (or with
     ``HF_HUB_OFFLINE`` set) it fails at once instead of waiting out the Hub client's timeouts and retries."""
     from huggingface_hub import constants, snapshot_download  # only for Hub ids: the import takes a while
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
+    files = [pretrained.CONFIG_NAME, pretrained.WEIGHTS_NAME, "README.md"]  # what an export holds, nothing else
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(repo_id, local_files_only=True, allow_patterns=files))
     except LocalEntryNotFoundError:
         pass
-    if constants.HF_HUB_OFFLINE or not _reachable(constants.ENDPOINT, timeout=HUB_TIMEOUT_S):
+    except HFValidationError as e:
+        raise CaptioningError(f"{repo_id}: not a file, a folder or a valid Hugging Face Hub id ({e})") from e
+    # Through a proxy no direct connection may open even where the Hub answers: then the download's own timeout says.
+    proxied = any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+    if constants.HF_HUB_OFFLINE or not (proxied or _reachable(constants.ENDPOINT, timeout=HUB_TIMEOUT_S)):
         raise CaptioningError(
             f"{repo_id}: model not found locally (no such file or folder, not in the Hugging Face cache) and the "
             f"Hugging Face Hub ({constants.ENDPOINT}) cannot be reached"
         )
     try:
-        return Path(snapshot_download(repo_id, etag_timeout=HUB_TIMEOUT_S))
+        return Path(snapshot_download(repo_id, etag_timeout=HUB_TIMEOUT_S, allow_patterns=files))
     except RepositoryNotFoundError as e:
         raise CaptioningError(f"{repo_id}: no such model on the Hugging Face Hub (or it is private)") from e
     except (HfHubHTTPError, OSError) as e:

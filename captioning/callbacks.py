@@ -41,7 +41,14 @@ class EncoderFinetuning(BaseFinetuning):
         self.frozen_epochs, self.unfreeze = frozen_epochs, tuple(unfreeze)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if self.frozen_epochs:
+        if self.frozen_epochs and stage == "fit":  # validate / test / predict train nothing
+            if getattr(trainer.datamodule, "feature_store", None) is not None:
+                # Frozen here, the CNN would pass the module's check that no trained layer lies below the stored
+                # maps; the stages unfrozen later would then never run.
+                raise ConfigError(
+                    "finetuning.frozen_epochs trains CNN stages that pre-extracted features (--data.features) stand "
+                    "for: train without --data.features, or keep the CNN frozen"
+                )
             stages = {name for name, _ in pl_module.captioner.encoder.backbone.named_children()}
             if unknown := set(self.unfreeze) - stages:
                 raise ConfigError(

@@ -43,6 +43,7 @@ import torch
 
 from captioning.models.captioner import Captioner, Inputs, input_rows
 from captioning.models.modes import in_inference_mode
+from captioning.vocab import Vocabulary
 
 LengthPenalty = Literal["none", "average", "gnmt"]
 
@@ -284,3 +285,28 @@ def _backtrack(
 def greedy(captioner: Captioner, images: Inputs, *, bos: int, eos: int, max_len: int, **options: Any) -> Generation:
     """Greedy decoding: beam search with one beam (``options``: any of :func:`beam_search`'s but ``beam_size``)."""
     return beam_search(captioner, images, bos=bos, eos=eos, max_len=max_len, beam_size=1, **options)
+
+
+def suppressed(spec: DecodingSpec, vocab: Vocabulary) -> tuple[int, ...]:
+    """Word ids never generated: ``<pad>``, ``<bos>`` and, with ``spec.suppress_unk``, ``<unk>``."""
+    return (vocab.pad, vocab.bos, *((vocab.unk,) if spec.suppress_unk else ()))
+
+
+def decode_with(
+    captioner: Captioner, images: Inputs, spec: DecodingSpec, vocab: Vocabulary, *, beam_size: int | None = None
+) -> Generation:
+    """:func:`beam_search` with the settings of ``spec`` and the special words of ``vocab`` (``beam_size`` overrides
+    ``spec.beam_size``): how training, evaluation and the Python API generate."""
+    return beam_search(
+        captioner,
+        images,
+        bos=vocab.bos,
+        eos=vocab.eos,
+        max_len=spec.max_len,
+        beam_size=beam_size or spec.beam_size,
+        min_len=spec.min_len,
+        length_penalty=spec.length_penalty,
+        length_alpha=spec.length_alpha,
+        block_trigrams=spec.block_trigrams,
+        suppress=suppressed(spec, vocab),
+    )

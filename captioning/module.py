@@ -8,59 +8,30 @@ The cross-entropy is averaged over non-pad target tokens; the attention term ove
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import pickle
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from lightning_fabric.utilities.data import AttributeDict
 
 from captioning.data.dataset import Batch
+from captioning.data.features import frozen_features
 from captioning.data.images import IMAGENET_MEAN, IMAGENET_STD
-from captioning.decoding import DecodingSpec, Generation, beam_search
-from captioning.errors import CaptioningError, ConfigError
+from captioning.decoding import DecodingSpec, Generation, decode_with, suppressed
+from captioning.errors import CaptioningError
 from captioning.metrics.evaluator import CaptionEvaluator, EvaluationSpec
 from captioning.metrics.tokenize import ptb_tokenize
 from captioning.models.attention.weights import AttentionWeights
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec, Inputs
+from captioning.models.loss import caption_loss
 from captioning.rng import rng_states, set_rng_states
 from captioning.scst import CiderReward, SelfCritical, SelfCriticalLoss
 from captioning.vocab import Vocabulary
-
-
-def caption_loss(
-    logits: torch.Tensor,
-    alphas: list[torch.Tensor],
-    targets: torch.Tensor,
-    *,
-    pad: int,
-    attention_reg: float,
-) -> dict[str, torch.Tensor]:
-    """Xu et al. eq. 14 over a padded batch, divided by the batch's word count: logits (B, T, V), targets (B, T),
-    and the spatial attention maps (each (B, T, N); one per attended layer, none for the ``none`` attention), whose
-    terms are summed.
-
-    Eq. 14 sums the caption's negative log-likelihood over its words and adds lambda * sum_i (1 - sum_t alpha_ti)^2
-    once per caption. Divided by the number of words W in the batch, that is the mean cross-entropy per word plus
-    lambda * (sum over captions of the term) / W: so ``attention_reg`` weighs the term against the likelihood as
-    Xu et al.'s lambda does. (Until issue 15 the term was averaged per caption, which weighed lambda about 11x more on
-    COCO's 11-word captions.) Positions whose target is ``pad`` count nowhere.
-    """
-    xe = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=pad)
-    mask = (targets != pad).to(logits.dtype)  # (B, T)
-    words = mask.sum().clamp(min=1.0)  # W
-    reg = logits.new_zeros(())
-    for alpha in alphas:
-        coverage = (alpha * mask[..., None]).sum(dim=1)  # (B, N): sum_t alpha_ti over real words
-        reg = reg + ((1.0 - coverage) ** 2).sum() / words  # sum over captions and regions, per word
-    return {"loss": xe + attention_reg * reg, "xe": xe, "attention_reg": reg}
 
 
 @dataclass(frozen=True)
@@ -126,6 +97,9 @@ class CaptioningModule(pl.LightningModule):
             ``--ckpt_path``, resuming); e.g. the cross-entropy model an SCST run fine-tunes.
         vocabulary_rule: how ``vocabulary`` was chosen (linked from the data module: ``counted`` splits,
             ``min_count``), recorded so that ``evaluate`` can write it into ``scores.json``; None where unknown.
+        fetch_weights: fetch the encoder's ImageNet ``weights``; False builds the same model without them, for a
+            state dict that replaces them (:func:`~captioning.checkpoints.load_checkpoint`). Not a setting:
+            checkpoints do not record it.
     """
 
     def __init__(
@@ -143,11 +117,14 @@ class CaptioningModule(pl.LightningModule):
         evaluation: EvaluationSpec = EvaluationSpec(),  # noqa: B008
         init_weights: str | None = None,
         vocabulary_rule: dict[str, str | int] | None = None,
+        fetch_weights: bool = True,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["fetch_weights"])
         self.vocab = Vocabulary(vocabulary, rule=vocabulary_rule)
-        self.captioner = Captioner.build(len(self.vocab), encoder, decoder, blind=blind, bos=self.vocab.bos)
+        self.captioner = Captioner.build(
+            len(self.vocab), encoder, decoder, blind=blind, bos=self.vocab.bos, load_weights=fetch_weights
+        )
         self.evaluator = CaptionEvaluator(evaluation.metrics, tokenizer=evaluation.tokenizer)
         self.loss_spec, self.scst_spec, self.decoding, self.optimization = loss, scst, decoding, optimization
         self.self_critical: SelfCriticalLoss | None = None  # built when an SCST run starts (it reads the data)
@@ -157,8 +134,7 @@ class CaptioningModule(pl.LightningModule):
     @property
     def suppressed(self) -> tuple[int, ...]:
         """Word ids never generated: ``<pad>``, ``<bos>`` and, with ``decoding.suppress_unk``, ``<unk>``."""
-        vocab = self.vocab
-        return (vocab.pad, vocab.bos, *((vocab.unk,) if self.decoding.suppress_unk else ()))
+        return suppressed(self.decoding, self.vocab)
 
     # -- training -------------------------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -221,9 +197,9 @@ class CaptioningModule(pl.LightningModule):
 
     def load_init_weights(self) -> None:
         """Loads the weights of ``init_weights`` (one-line errors for a bad file or another model's weights)."""
-        start = load_checkpoint(self.hparams.init_weights, map_location=self.device)
+        start = read_checkpoint(self.hparams.init_weights, map_location=self.device)
         try:
-            self.load_state_dict(start.state_dict())
+            self.load_state_dict(start["state_dict"])
         except RuntimeError as e:
             first = str(e).strip().splitlines()[0]
             raise CaptioningError(f"{self.hparams.init_weights}: its model differs from this run's ({first})") from e
@@ -339,20 +315,7 @@ class CaptioningModule(pl.LightningModule):
 
         Decodes in eval and inference mode whatever mode the model is in, and puts its train/eval flags back
         (:func:`~captioning.decoding.beam_search`)."""
-        spec = self.decoding
-        generation = beam_search(
-            self.captioner,
-            images,
-            bos=self.vocab.bos,
-            eos=self.vocab.eos,
-            max_len=spec.max_len,
-            beam_size=beam_size or spec.beam_size,
-            min_len=spec.min_len,
-            length_penalty=spec.length_penalty,
-            length_alpha=spec.length_alpha,
-            block_trigrams=spec.block_trigrams,
-            suppress=self.suppressed,
-        )
+        generation = decode_with(self.captioner, images, self.decoding, self.vocab, beam_size=beam_size)
         return [self.vocab.decode(row) for row in generation.tokens], generation
 
     def evaluation_settings(self) -> dict[str, dict]:
@@ -418,60 +381,11 @@ SETTINGS_CLASSES = (
     AttributeDict,
 )
 
-#: Flat hyperparameters of checkpoints written before the settings were grouped (commit 79acff5 and earlier) -> the
-#: group and field they moved to. ``encoder_frozen_epochs`` / ``encoder_unfreeze`` (now the EncoderFinetuning
-#: callback), the cross-entropy settings (now ``loss``) and ``scst*`` (now ``scst``) are handled in
-#: :func:`upgrade_hyperparameters`.
-_FLAT_SETTINGS = {
-    "optimization": {f.name: f.name for f in dataclasses.fields(OptimizationSpec)},
-    "decoding": {f.name: f.name for f in dataclasses.fields(DecodingSpec)},
-    "evaluation": {f.name: f.name for f in dataclasses.fields(EvaluationSpec)},
-}
 
-
-def upgrade_hyperparameters(saved: Mapping) -> dict:
-    """A checkpoint's saved hyperparameters as :class:`CaptioningModule` takes them today: the flat settings of
-    older checkpoints (``lr``, ``beam_size``, ``scst``, ...) grouped into their specs; settings saved as plain dicts
-    made into their classes. Settings of the training schedule that no longer live on the module
-    (``encoder_frozen_epochs``, ``encoder_unfreeze``) are dropped: they do not change the weights."""
-    # Keys Lightning adds for itself (LightningCLI's ``_instantiator``, ``_class_path``) are not settings.
-    hp = {name: value for name, value in saved.items() if not name.startswith("_")}
-    specs = {"encoder": EncoderSpec, "decoder": DecoderSpec, "loss": CrossEntropy, "scst": SelfCritical}
-    for group, spec in (("optimization", OptimizationSpec), ("decoding", DecodingSpec), ("evaluation", EvaluationSpec)):
-        flat = {field: _tuples(hp.pop(name)) for name, field in _FLAT_SETTINGS[group].items() if name in hp}
-        if flat:
-            hp[group] = spec(**flat)
-        specs[group] = spec
-    if isinstance(hp.get("scst"), bool):  # flat: a flag with scst_samples and scst_baseline beside it
-        samples, baseline = hp.pop("scst_samples", 5), hp.pop("scst_baseline", "greedy")
-        hp["scst"] = SelfCritical(samples=samples, baseline=baseline) if hp["scst"] else None
-    if xe := {name: hp.pop(name) for name in ("attention_reg", "sample_prob", "sample_ramp_epochs") if name in hp}:
-        hp["loss"] = CrossEntropy(**xe)
-    for name in ("encoder_frozen_epochs", "encoder_unfreeze"):
-        hp.pop(name, None)
-    for name, spec in specs.items():
-        if isinstance(hp.get(name), Mapping):
-            value = dict(hp[name])
-            hp[name] = spec(**{k: _tuples(v) for k, v in value.items()})
-    return hp
-
-
-def _tuples(value: object) -> object:
-    """Lists as the specs' (hashable) tuples: a config's YAML lists arrive as lists."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu", **decoding) -> CaptioningModule:
-    """Loads a module from a checkpoint alone (vocabulary and settings are inside it), in eval mode.
-
-    ``decoding`` replaces saved decoding settings (:class:`~captioning.decoding.DecodingSpec` fields: ``beam_size``,
-    ``max_len``, ``length_penalty``, ``block_trigrams``, ...); they do not change the weights. Checkpoints of
-    releases whose settings were flat load too (:func:`upgrade_hyperparameters`).
-
-    Uses ``weights_only`` unpickling: only tensors, containers and this project's plain settings classes are
-    accepted, so a checkpoint from an untrusted source cannot run code. (Lightning's ``load_from_checkpoint`` would
-    pass the saved hyperparameters to the constructor as they are: the upgrade has to come between.)
-    """
+def read_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict:
+    """A checkpoint file's contents, by ``weights_only`` unpickling: only tensors, containers and this project's
+    settings classes (:data:`SETTINGS_CLASSES`) are accepted, so a checkpoint from an untrusted source cannot run
+    code. A missing or unreadable file is a one-line :class:`CaptioningError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise CaptioningError(f"{path}: checkpoint not found")
@@ -483,53 +397,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
         reason = f"it holds {unsafe.group(1)}, which weights-only loading refuses" if unsafe else "unpickling failed"
         raise CaptioningError(f"{path}: not a readable captioning checkpoint ({reason})") from e
     except (RuntimeError, EOFError, ValueError) as e:
-        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({_first_line(e)})") from e
-    try:
-        hparams = upgrade_hyperparameters(checkpoint["hyper_parameters"])
-        if decoding:
-            hparams["decoding"] = dataclasses.replace(hparams.get("decoding", DecodingSpec()), **decoding)
-        module = CaptioningModule(**hparams)
-        module.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
-        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({_first_line(e)})") from e
-    return module.to(map_location).eval()
+        raise CaptioningError(f"{path}: not a readable captioning checkpoint ({first_line(e)})") from e
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CaptioningError(f"{path}: not a readable captioning checkpoint (no state_dict)")
+    return checkpoint
 
 
-def _first_line(error: BaseException) -> str:
+def first_line(error: BaseException) -> str:
+    """An exception's message, first line only (or its type's name), for a one-line error."""
     return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-
-
-def frozen_features(captioner: Captioner, image_size: int) -> tuple[dict[str, list[int]], str]:
-    """The maps :meth:`Captioner.features` stores for one image ({name: [C, h, w]}), and a SHA-256 of the encoder
-    weights and buffers they depend on. Which parameters they depend on is read off autograd (those with a gradient
-    path from a probe image to the maps); a parameter among them that trains is refused (:class:`ConfigError`)."""
-    encoder = captioner.encoder
-    named = dict(encoder.named_parameters())
-    trains = {name for name, p in named.items() if p.requires_grad}
-    training = captioner.training
-    captioner.eval()  # what extraction runs: BN on running statistics
-    try:
-        for p in named.values():
-            p.requires_grad_(True)
-        probe = torch.zeros(1, 3, image_size, image_size, device=next(encoder.parameters()).device)
-        with torch.enable_grad():
-            maps = captioner.features(probe)
-            grads = torch.autograd.grad(sum(m.sum() for m in maps.values()), list(named.values()), allow_unused=True)
-    finally:
-        for name, p in named.items():
-            p.requires_grad_(name in trains)
-        captioner.train(training)
-    used = {name for name, g in zip(named, grads, strict=True) if g is not None}
-    if trained := sorted(used & trains):
-        raise ConfigError(
-            f"pre-extracted features stand for a frozen CNN, but encoder.{trained[0]} ({len(trained)} trained "
-            "parameters) lies below the stored maps: freeze it (encoder.trainable false, train_attention false, "
-            "train_modules above the lowest attended layer) or train without --data.features"
-        )
-    owners = {name.rpartition(".")[0] for name in used}  # the modules whose parameters the maps read
-    digest = hashlib.sha256()
-    for key, value in sorted(encoder.state_dict().items()):
-        if key.rpartition(".")[0] in owners:  # their weights and buffers (BN running statistics)
-            digest.update(key.encode())
-            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype's bytes
-    return {name: list(m.shape[1:]) for name, m in maps.items()}, digest.hexdigest()

@@ -57,7 +57,7 @@ def import_gradio() -> Any:
         import gradio
     except ImportError as e:
         raise CaptioningError(
-            "captioning serve needs Gradio, an optional extra: pip install -e '.[serve]' (or pip install 'gradio>=5')"
+            "captioning serve needs Gradio, an optional extra: pip install -e '.[serve]' (or pip install 'gradio>=6')"
         ) from e
     return gradio
 

@@ -142,3 +142,8 @@ def test_the_readme_python_snippet_runs_as_written(trained_run, capsys):
     caption, score = printed[0].rsplit(" ", 1)
     assert caption == expected.caption and abs(float(score) - expected.score) < 1e-4  # another batch
     assert [line.split()[0] for line in printed[2:]] == ["layer4.1.conv1", "layer4"]
+
+
+def test_a_name_that_is_neither_a_path_nor_a_valid_hub_id_is_one_line():
+    with pytest.raises(CaptioningError, match=r"^org/a\.\.b: not a file, a folder or a valid Hugging Face Hub id"):
+        captioning.load("org/a..b")

@@ -5,16 +5,21 @@ code of commit 89373c1 (the release before the library layer and the attention r
 holds what that code generated from it for three fixed random images (beam size 2). Both were written by
 ``PYTHONPATH=<checkout of 89373c1> python tests/fixtures/make_old_checkpoint.py tests/fixtures``."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
-from conftest import FIXTURES
+from conftest import FIXTURES, tiny_module
 
+import captioning
+from captioning.api import CaptioningModel
+from captioning.checkpoints import load_checkpoint, upgrade_hyperparameters
 from captioning.decoding import DecodingSpec
+from captioning.export.pretrained import save_pretrained
 from captioning.metrics.evaluator import EvaluationSpec
 from captioning.models.captioner import EncoderSpec
-from captioning.module import CaptioningModule, CrossEntropy, OptimizationSpec, load_checkpoint, upgrade_hyperparameters
+from captioning.module import CaptioningModule, CrossEntropy, OptimizationSpec
 from captioning.scst import SelfCritical
 
 
@@ -73,3 +78,27 @@ def test_flat_settings_of_older_checkpoints_move_into_their_groups():
     assert upgrade_hyperparameters({**saved, "scst": False})["scst"] is None
     module = CaptioningModule(**hp)  # what load_checkpoint builds
     assert module.decoding.beam_size == 3 and module.scst_spec.samples == 4
+
+
+def test_loading_a_model_built_on_imagenet_weights_fetches_nothing(tmp_path, monkeypatch):
+    """Every tensor comes from the checkpoint or the export: torch.hub's file (a pickle, and a download) is not read.
+    The weights' name still shapes the model: CBAM grafted onto them has gates 2 * sigmoid(z)."""
+    encoder = EncoderSpec(depth=18, attention="cbam", width=64, weights="IMAGENET1K_V1")
+    module = tiny_module(encoder=dataclasses.asdict(encoder), fetch_weights=False)
+    path = tmp_path / "imagenet.ckpt"
+    torch.save({"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}, path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ImageNet weights fetched while loading")
+
+    monkeypatch.setattr("captioning.models.encoder.load_imagenet_weights", refuse)
+    loaded = load_checkpoint(path)
+    assert loaded.hparams.encoder.weights == "IMAGENET1K_V1"
+    gate = loaded.captioner.encoder.backbone.layer1[0].attention.channel
+    assert float(gate.scale) == 2.0  # grafted: the gate form the weights' name chose
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert loaded.generate(images)[0] == module.eval().generate(images)[0]
+    model = CaptioningModel.from_module(loaded, checkpoint=path)
+    save_pretrained(model, tmp_path / "exported")
+    picture = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    assert captioning.load(tmp_path / "exported").caption(picture)[0].caption == model.caption(picture)[0].caption

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_module
 from PIL import Image
 
@@ -251,15 +252,19 @@ def test_the_command_binds_to_localhost_by_default_and_passes_its_flags(model, m
     command.main(["--ckpt", "run/best.ckpt"])
     command.main(["--ckpt", "export", "--host", "0.0.0.0", "--port", "8080", "--device", "cpu", "--max-pixels", "99"])
     assert calls == [
-        ("run/best.ckpt", "cpu"),
+        ("run/best.ckpt", torch.device("cpu")),
         {"host": "127.0.0.1", "port": 7860, "max_pixels": server.MAX_PIXELS, "source": "run/best.ckpt"},
-        ("export", "cpu"),
+        ("export", torch.device("cpu")),
         {"host": "0.0.0.0", "port": 8080, "max_pixels": 99, "source": "export"},
     ]
     for refused in (["--ckpt", "x", "--share"], ["--ckpt", "x", "--port", "0"], ["--port", "80"]):
         with pytest.raises(SystemExit) as stop:
             command.main(refused)
         assert stop.value.code == 2
+    absent = f"cuda:{torch.cuda.device_count()}"
+    for device, problem in (("gpu", "not a torch device"), (absent, "no such CUDA device")):
+        with pytest.raises(CaptioningError, match=f"--device {device}: {problem}"):  # before the model loads
+            command.main(["--ckpt", "run/best.ckpt", "--device", device])
 
 
 def test_without_gradio_the_command_fails_in_one_line_naming_the_extra(monkeypatch):

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -13,21 +12,14 @@ from captioning.cli import common
 from captioning.workflows.inference import caption_files, image_files
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def main(argv: Sequence[str]) -> None:
     parser = common.parser("caption", "Caption images with a trained checkpoint or an exported model.")
     parser.add_argument("images", nargs="+", help="image files, folders (walked for images) or glob patterns")
     parser.add_argument(
         "--ckpt", required=True, help="checkpoint (.ckpt) written by fit, a folder written by export, or a Hub id"
     )
-    parser.add_argument("--beam-size", type=_positive, default=None, help="beams (default: the model's)")
-    parser.add_argument("--batch-size", type=_positive, default=32, help="images per forward pass (default: 32)")
+    parser.add_argument("--beam-size", type=common.positive, default=None, help="beams (default: the model's)")
+    parser.add_argument("--batch-size", type=common.positive, default=32, help="images per forward pass (default: 32)")
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print a JSON list of {image, caption}")
     output.add_argument(

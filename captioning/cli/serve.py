@@ -22,13 +22,6 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def main(argv: Sequence[str]) -> None:
     parser = common.parser("serve", "A web page (and Gradio HTTP API) that captions uploaded images.")
     parser.add_argument(
@@ -41,11 +34,11 @@ def main(argv: Sequence[str]) -> None:
     parser.add_argument("--device", default="cpu", help="torch device of the model (default: cpu)")
     parser.add_argument(
         "--max-pixels",
-        type=_positive,
+        type=common.positive,
         default=server.MAX_PIXELS,
         help=f"refuse images with more pixels than this, width x height (default: {server.MAX_PIXELS:,})",
     )
     args = parser.parse_args(argv)
     server.import_gradio()  # fail in one line before loading the model when the extra is missing
-    model = load(args.ckpt, device=args.device)
+    model = load(args.ckpt, device=common.device(args.device))
     server.serve(model, host=args.host, port=args.port, max_pixels=args.max_pixels, source=str(args.ckpt))

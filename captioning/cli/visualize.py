@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from captioning.checkpoints import load_checkpoint
 from captioning.cli import common
-from captioning.module import load_checkpoint
 from captioning.workflows.inference import visualize_images
 
 

@@ -20,6 +20,7 @@ for shuffled epochs, shared through the page cache by every loader worker, no ex
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -30,6 +31,7 @@ import torch
 
 from captioning.data.records import DataWarning
 from captioning.errors import CaptioningError, ConfigError
+from captioning.models.captioner import Captioner
 
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -209,3 +211,39 @@ class FeatureWriter:
             known = json.loads(path.read_text()) if path.is_file() else {}
             write_json(path, known | {str(k): v for k, v in bad.items()})
         write_json(folder / f"done_{self.shard}.json", {"rows": rows})
+
+
+def frozen_features(captioner: Captioner, image_size: int) -> tuple[dict[str, list[int]], str]:
+    """The maps :meth:`Captioner.features` stores for one image ({name: [C, h, w]}), and a SHA-256 of the encoder
+    weights and buffers they depend on. Which parameters they depend on is read off autograd (those with a gradient
+    path from a probe image to the maps); a parameter among them that trains is refused (:class:`ConfigError`)."""
+    encoder = captioner.encoder
+    named = dict(encoder.named_parameters())
+    trains = {name for name, p in named.items() if p.requires_grad}
+    training = captioner.training
+    captioner.eval()  # what extraction runs: BN on running statistics
+    try:
+        for p in named.values():
+            p.requires_grad_(True)
+        probe = torch.zeros(1, 3, image_size, image_size, device=next(encoder.parameters()).device)
+        with torch.enable_grad():
+            maps = captioner.features(probe)
+            grads = torch.autograd.grad(sum(m.sum() for m in maps.values()), list(named.values()), allow_unused=True)
+    finally:
+        for name, p in named.items():
+            p.requires_grad_(name in trains)
+        captioner.train(training)
+    used = {name for name, g in zip(named, grads, strict=True) if g is not None}
+    if trained := sorted(used & trains):
+        raise ConfigError(
+            f"pre-extracted features stand for a frozen CNN, but encoder.{trained[0]} ({len(trained)} trained "
+            "parameters) lies below the stored maps: freeze it (encoder.trainable false, train_attention false, "
+            "train_modules above the lowest attended layer) or train without --data.features"
+        )
+    owners = {name.rpartition(".")[0] for name in used}  # the modules whose parameters the maps read
+    digest = hashlib.sha256()
+    for key, value in sorted(encoder.state_dict().items()):
+        if key.rpartition(".")[0] in owners:  # their weights and buffers (BN running statistics)
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype's bytes
+    return {name: list(m.shape[1:]) for name, m in maps.items()}, digest.hexdigest()

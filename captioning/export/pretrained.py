@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import importlib
 import json
-import pickle
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
@@ -34,7 +32,6 @@ from typing import Any, Protocol
 import torch
 import yaml
 from huggingface_hub import constants
-from lightning_fabric.utilities.data import AttributeDict
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
@@ -43,7 +40,7 @@ from captioning.decoding import DecodingSpec
 from captioning.errors import CaptioningError
 from captioning.export.card import model_card
 from captioning.models.captioner import Captioner, DecoderSpec, EncoderSpec
-from captioning.module import CaptioningModule
+from captioning.module import CaptioningModule, read_checkpoint
 from captioning.vocab import Vocabulary
 
 FORMAT = "captioning"
@@ -122,25 +119,11 @@ def _version(package: str) -> str | None:
 
 
 def _checkpoint_state(path: Path) -> dict | None:
-    """The checkpoint's training bookkeeping (epoch, step, callback states), read with ``weights_only`` unpickling
-    that admits this project's settings dataclasses (as :func:`~captioning.module.load_checkpoint` does) and
-    Lightning's ``AttributeDict``; None when the file holds any other class. The classes are read off the file, so
-    settings classes added later are admitted too."""
+    """The checkpoint's training bookkeeping (epoch, step, callback states), read as
+    :func:`~captioning.module.read_checkpoint` reads checkpoints (``weights_only``); None where it cannot be."""
     try:
-        allowed = [AttributeDict]
-        for name in torch.serialization.get_unsafe_globals_in_checkpoint(path):
-            if name == "lightning_fabric.utilities.data.AttributeDict":
-                continue
-            module_name, _, class_name = name.rpartition(".")
-            if not module_name.startswith("captioning."):
-                return None
-            cls = getattr(importlib.import_module(module_name), class_name, None)
-            if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-                return None
-            allowed.append(cls)
-        with torch.serialization.safe_globals(allowed):
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError, ImportError):
+        checkpoint = read_checkpoint(path)
+    except CaptioningError:
         return None
     return {key: checkpoint.get(key) for key in ("epoch", "global_step", "pytorch-lightning_version", "callbacks")}
 
@@ -297,7 +280,9 @@ def load_pretrained(folder: str | Path, *, device: str | torch.device = "cpu") -
         vocab = Vocabulary(config["vocabulary"]["words"], rule=config["vocabulary"].get("rule"))
         encoder = _spec(EncoderSpec, config["encoder"], source)
         decoder = _spec(DecoderSpec, config["decoder"], source)
-        captioner = Captioner.build(len(vocab), encoder, decoder, blind=config["blind"], bos=vocab.bos)
+        captioner = Captioner.build(  # every tensor comes from model.safetensors: no ImageNet file fetched
+            len(vocab), encoder, decoder, blind=config["blind"], bos=vocab.bos, load_weights=False
+        )
         _spec(DecodingSpec, config["decoding"], source)  # checked here: caption() reads it
     except (KeyError, TypeError, ValueError) as e:
         raise CaptioningError(f"{source}: not a complete model config ({type(e).__name__}: {e})") from e

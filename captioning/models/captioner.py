@@ -95,9 +95,19 @@ class Captioner(nn.Module):
 
     @classmethod
     def build(
-        cls, vocab_size: int, encoder: EncoderSpec, decoder: DecoderSpec, *, blind: bool = False, bos: int = 1
+        cls,
+        vocab_size: int,
+        encoder: EncoderSpec,
+        decoder: DecoderSpec,
+        *,
+        blind: bool = False,
+        bos: int = 1,
+        load_weights: bool = True,
     ) -> Captioner:
-        """The captioner the specs describe; ``bos``: the ``<bos>`` index (``first_input`` zero fixes its embedding)."""
+        """The captioner the specs describe; ``bos``: the ``<bos>`` index (``first_input`` zero fixes its embedding).
+        ``load_weights`` False builds it without fetching ``encoder.weights`` (whose name still shapes the model), for
+        a state dict that replaces every tensor: loading a checkpoint or an export needs neither the network nor the
+        ImageNet file (which torch.hub would unpickle)."""
         if encoder.arch == "resnet":
             cnn: Encoder = ResNetEncoder(
                 encoder.depth,
@@ -108,6 +118,7 @@ class Captioner(nn.Module):
                 output_stride=encoder.output_stride,
                 train_attention=encoder.train_attention,
                 train_modules=encoder.train_modules,
+                load_weights=load_weights,
             )
         else:
             cnn = VGGEncoder(
@@ -117,6 +128,7 @@ class Captioner(nn.Module):
                 width=encoder.width,
                 trainable=encoder.trainable,
                 train_modules=encoder.train_modules,
+                load_weights=load_weights,
             )
         options = {"order": decoder.sca_order, "layers": decoder.sca_layers} if decoder.attention == "sca" else {}
         lstm = LSTMDecoder(

@@ -69,6 +69,7 @@ class Encoder(nn.Module):
         backbone: the CNN.
         out_channels: channels C of the final map.
         trainable: whether the backbone is fine-tuned (False freezes it, BN statistics included).
+        load_weights: fetch ``weights`` (False: for a state dict that replaces every tensor).
         train_attention: whether the attention modules inside the backbone (CBAM, SE; named ``*.attention``) keep
             training where the rest is frozen (``trainable`` false, or a stage frozen by :meth:`set_frozen`): grafted
             onto pretrained weights they are the new, untrained part. Their BN statistics stay fixed there.
@@ -212,6 +213,8 @@ class ResNetEncoder(Encoder):
             e.g. 6 x 6 instead of 3 x 3 at 96 px), its later 3x3 convs dilated by 2 so their receptive field stays
             that of the pretrained network (Chen et al. 2017, DeepLab; torchvision's ``replace_stride_with_dilation``,
             applied here to basic blocks too). About 4x the FLOPs of ``layer4``.
+        load_weights: fetch ``weights`` (False: the model they shape, grafted gates included, without them, for a
+            state dict that replaces every tensor: a checkpoint or an export being loaded).
     """
 
     backbone: AttentiveResNet
@@ -228,10 +231,11 @@ class ResNetEncoder(Encoder):
         output_stride: Literal[32, 16] = 32,
         train_attention: bool | None = None,
         train_modules: tuple[str, ...] = (),
+        load_weights: bool = True,
     ) -> None:
         # with pretrained weights, the gates start at exactly 1 (the network is the pretrained one at step 0)
         backbone = AttentiveResNet(depth, attention=attention, width=width, graft=weights is not None)
-        if weights:
+        if weights and load_weights:
             load_imagenet_weights(backbone, depth, weights)
         if output_stride == 16:
             _dilate_last_stage(backbone.layer4)
@@ -347,9 +351,10 @@ class VGGEncoder(Encoder):
         width: int = 64,
         trainable: bool = True,
         train_modules: tuple[str, ...] = (),
+        load_weights: bool = True,
     ) -> None:
         backbone = VGG(depth, batch_norm=batch_norm, width=width, num_classes=None)  # no classifier: never used
-        if weights:
+        if weights and load_weights:
             load_imagenet_weights(backbone, depth, weights)
         # Drop the last max-pool too (the slice keeps torchvision's indices, so state-dict keys are unchanged):
         # SCA-CNN attends the conv5 maps, 14 x 14 at 224 px.

@@ -8,7 +8,7 @@ arguments. Each workflow builds on the module, the data and the metrics below it
     captions = [c.caption for c in caption_images(load_checkpoint(run.best), ["image.png"])]
 """
 
-from captioning.module import load_checkpoint
+from captioning.checkpoints import load_checkpoint
 from captioning.workflows.ablation import ablate
 from captioning.workflows.demo import demo
 from captioning.workflows.evaluation import evaluate

@@ -24,12 +24,12 @@ from pathlib import Path
 import torch
 import yaml
 
+from captioning.checkpoints import load_checkpoint
 from captioning.data.cache import CACHE_FOLDER, ImageCache
 from captioning.data.coco import read_coco_captions
 from captioning.data.shapes import generate_shapes
 from captioning.errors import CaptioningError
 from captioning.metrics import coco_scores
-from captioning.module import load_checkpoint
 from captioning.viz.report import find_browser, screenshot
 from captioning.viz.tables import grounding_markdown
 from captioning.workflows.evaluation import evaluate

@@ -11,13 +11,14 @@ from pathlib import Path
 import pytorch_lightning as pl
 from PIL import Image
 
+from captioning.checkpoints import load_checkpoint
 from captioning.data.datamodule import CaptionDataModule
 from captioning.data.records import CaptionRecord
 from captioning.data.synonyms import synonyms_for
 from captioning.errors import CaptioningError
 from captioning.metrics import METRICS, WITH_SPICE
 from captioning.metrics.grounding import GroundingTarget
-from captioning.module import CaptioningModule, load_checkpoint
+from captioning.module import CaptioningModule
 from captioning.viz.report import ReportRow, spread, write_report
 from captioning.workflows.files import write_json
 from captioning.workflows.inference import caption_images

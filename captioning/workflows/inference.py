@@ -134,7 +134,8 @@ log = logging.getLogger(__name__)
 def image_files(sources: Sequence[str | Path]) -> list[Path]:
     """Image files from ``IMAGE|DIR|GLOB`` arguments, in their order, each once: a file as it is, a folder walked
     (subfolders too) for ``IMAGE_SUFFIXES`` files in sorted order, a glob pattern (``**`` recursive) expanded in sorted
-    order. A source that names nothing raises a one-line :class:`CaptioningError`."""
+    order, keeping folders and ``IMAGE_SUFFIXES`` files. A source that names nothing raises a one-line
+    :class:`CaptioningError`."""
     found: dict[Path, None] = {}  # ordered, without duplicates
     for source in sources:
         path = Path(source)
@@ -145,8 +146,9 @@ def image_files(sources: Sequence[str | Path]) -> list[Path]:
             found[path] = None
         elif glob.has_magic(str(source)):
             matches = sorted(glob.glob(str(source), recursive=True))
+            matches = [m for m in matches if Path(m).is_dir() or Path(m).suffix.lower() in IMAGE_SUFFIXES]
             if not matches:
-                raise CaptioningError(f"{source}: no file matches this pattern")
+                raise CaptioningError(f"{source}: no image file or folder matches this pattern")
             found.update(dict.fromkeys(image_files(matches)))
         else:
             raise CaptioningError(f"{source}: image file or folder not found")
@@ -193,7 +195,10 @@ def caption_files(
     decoding = decoding or model.decoding
     header = output_header(model, decoding)
     done = _resume(out, header)
-    todo = [f for f in dict.fromkeys(files) if str(f) not in done]  # each image once, in order
+    # Each image once, in order; an image is the file it names, however the path was written (relative paths resolve
+    # from the working folder).
+    done_files = {_key(image) for image in done}
+    todo = [f for f in dict.fromkeys(files) if _key(f) not in done_files]
     failed: list[tuple[str, str]] = []
     with (
         out.open("a", encoding="utf-8", newline="") as stream,
@@ -230,13 +235,22 @@ def _record_line(record: dict, suffix: str) -> str:
     return line.getvalue()
 
 
+def _key(image: str | Path) -> str:
+    return str(Path(image).resolve())
+
+
 def _resume(out: Path, header: dict) -> set[str]:
     """The images ``out`` already holds, after checking that ``header`` (model and settings) is the file's; cuts an
     unfinished last line off. A new (or empty) file gets the header: its first line, or ``<name>.meta.json``."""
     meta = out.with_suffix(".meta.json")
-    data = out.read_bytes() if out.is_file() else b""
-    complete = data[: data.rfind(b"\n") + 1]  # lines a stopped run finished
-    lines = complete.decode("utf-8").splitlines()
+    try:
+        data = out.read_bytes() if out.exists() else b""
+        complete = data[: data.rfind(b"\n") + 1]  # lines a stopped run finished
+        lines = complete.decode("utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CaptioningError(f"{out}: cannot read it as a captions file ({e})") from e
+    if data and not lines:  # a file of someone else's (or a header cut short): never overwritten
+        raise CaptioningError(f"{out}: not a captions file (no complete line); write to a new file")
     if not lines:
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".jsonl":

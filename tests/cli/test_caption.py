@@ -53,7 +53,7 @@ def test_image_files_walks_folders_and_expands_globs(photos, trained_run):
     ]
     with pytest.raises(CaptioningError, match=r"missing\.png: image file or folder not found"):
         image_files([photos / "missing.png"])
-    with pytest.raises(CaptioningError, match=r"\*\.gif: no file matches this pattern"):
+    with pytest.raises(CaptioningError, match=r"\*\.gif: no image file or folder matches this pattern"):
         image_files([f"{photos}/*.gif"])
 
 
@@ -162,3 +162,25 @@ def test_a_file_of_another_model_or_other_settings_is_refused(model, photos, tmp
         caption_files(other, files, out, progress=False)
     assert str(out) in str(error.value) and "\n" not in str(error.value)
     assert out.read_text() == before  # nothing appended
+
+
+def test_a_file_that_is_not_a_captions_file_is_never_overwritten(model, photos, tmp_path):
+    notes = tmp_path / "notes.csv"
+    notes.write_text("someone's notes, no newline")
+    with pytest.raises(CaptioningError, match=r"notes\.csv: not a captions file \(no complete line\)"):
+        caption_files(model, image_files([photos]), notes, progress=False)
+    assert notes.read_text() == "someone's notes, no newline" and not (tmp_path / "notes.meta.json").exists()
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(CaptioningError, match=r"folder\.jsonl: cannot read it as a captions file"):
+        caption_files(model, image_files([photos]), tmp_path / "folder.jsonl", progress=False)
+
+
+def test_a_resumed_run_knows_an_image_by_its_file_not_by_how_its_path_was_written(model, photos, tmp_path, monkeypatch):
+    out = tmp_path / "captions.jsonl"
+    monkeypatch.chdir(photos)
+    first = caption_files(model, image_files(["."]), out, progress=False)  # relative paths
+    again = caption_files(model, image_files([photos]), out, progress=False)  # the same files, absolute paths
+    assert first.captioned == 6 and again.captioned == 0 and again.already == 7  # 6 images and the broken one
+    assert len(records(out)[1]) == 7
+    globbed = image_files([f"{photos}/*"])  # a glob keeps image files and folders: notes.txt is dropped
+    assert globbed == image_files([photos]) and all(p.suffix != ".txt" for p in globbed)

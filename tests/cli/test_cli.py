@@ -17,12 +17,12 @@ from conftest import ROOT, run_cli
 from PIL import Image
 from torch.utils.data import DistributedSampler
 
+from captioning.checkpoints import load_checkpoint
 from captioning.cli import main
 from captioning.cli.visualize import main as main_visualize
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.metrics import coco_scores, spice_unavailable
-from captioning.module import load_checkpoint
 from captioning.viz.attention import word_grid
 from captioning.workflows import caption_images
 from captioning.workflows.ablation import HEADER, write_tables

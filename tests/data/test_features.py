@@ -181,3 +181,11 @@ def test_the_memory_from_features_is_the_memory_from_images(encoder, layers):
     assert set(got) == set(expected)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0)
+
+
+def test_a_fine_tuning_schedule_is_refused_on_features_before_training(shapes, features, tmp_path):
+    """Frozen at setup, the CNN would pass the module's check; the stages unfrozen later would never run."""
+    args = ["fit", *_config(shapes, "sca"), "--data.features", str(features["sca"]), "--finetuning.frozen_epochs", "1"]
+    args += ["--trainer.default_root_dir", str(tmp_path), "--checkpoint.dirpath", str(tmp_path)]
+    with pytest.raises(ConfigError, match=r"finetuning.frozen_epochs trains CNN stages that pre-extracted features"):
+        run_config(args)

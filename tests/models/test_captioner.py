@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import WORDS, tiny_batch, tiny_module
 
-from captioning.module import caption_loss
+from captioning.models.loss import caption_loss
 
 
 @pytest.mark.parametrize("attention", ["none", "soft", "sca"])

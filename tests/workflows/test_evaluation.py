@@ -17,11 +17,11 @@ import torch
 from conftest import ROOT, WORDS, tiny_module
 from PIL import Image
 
+from captioning.checkpoints import load_checkpoint
 from captioning.cli.evaluate import main as evaluate
 from captioning.config import run_config
 from captioning.data.shapes import generate_shapes
 from captioning.metrics.evaluator import EvaluationSpec
-from captioning.module import load_checkpoint
 
 TEST_IMAGES = 13  # 13 = 3 x 4 + 1: DistributedSampler pads the 3 ranks' shards with 2 repeated images
 RESULTS = ("scores.json", "results.json", "per_image.json")

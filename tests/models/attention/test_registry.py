@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_batch, tiny_module
 from torch import nn
 
+from captioning.checkpoints import load_checkpoint
 from captioning.data.records import Box
 from captioning.data.synonyms import SHAPES_WORDS
 from captioning.errors import ConfigError
@@ -19,7 +20,7 @@ from captioning.models.attention.weights import FINAL_MAP, AttentionWeights
 from captioning.models.captioner import DecoderSpec, EncoderSpec
 from captioning.models.cbam import BACKBONE_ATTENTIONS
 from captioning.models.encoder import Encoder
-from captioning.module import CrossEntropy, load_checkpoint
+from captioning.module import CrossEntropy
 from captioning.viz.figures import split_generation
 
 
