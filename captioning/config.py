@@ -21,7 +21,7 @@ from pytorch_lightning.loggers import WandbLogger
 from captioning.callbacks import EncoderFinetuning, LastCheckpoint, PredictionsWriter, ValidationSamples
 from captioning.data.datamodule import CaptionDataModule
 from captioning.module import CaptioningModule
-from captioning.provenance import write_run_record
+from captioning.provenance import finish_run_record, write_run_record
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -31,6 +31,10 @@ class CaptioningCLI(LightningCLI):
     ``last.ckpt`` (``--last.every_n_train_steps``), the encoder's fine-tuning schedule (``--finetuning.*``), and a
     writer of ``predict`` captions (``--predictions.output``, default ``predictions.json`` in the log folder).
     ``fit`` writes ``vocab.json`` and ``run.json`` (seed, versions, git commit) next to Lightning's ``config.yaml``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.run_record: Path | None = None  # run.json of the run `fit` starts (rank 0); LightningCLI runs it in here
+        super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocabulary_words", "model.vocabulary", apply_on="instantiate")
@@ -52,24 +56,32 @@ class CaptioningCLI(LightningCLI):
         )
 
     def before_fit(self) -> None:
-        record_run(self.trainer, self.datamodule, self.config.get(self.subcommand, {}).get("seed_everything"))
+        seed = self.config.get(self.subcommand, {}).get("seed_everything")
+        self.run_record = record_run(self.trainer, self.datamodule, seed)
 
     def after_fit(self) -> None:
-        finish_loggers(self.trainer)
+        finish_run(self.trainer, self.run_record)
 
 
-def record_run(trainer: pl.Trainer, data: CaptionDataModule, seed: int | bool | None) -> None:
-    """``vocab.json`` and ``run.json`` (seed, versions, git commit) in the run's log folder, on rank 0."""
+def record_run(trainer: pl.Trainer, data: CaptionDataModule, seed: int | bool | None) -> Path | None:
+    """``vocab.json`` and ``run.json`` (seed, versions, git commit, hardware) in the run's log folder, on rank 0;
+    returns the ``run.json`` written (None on other ranks). Every rank calls it: ``trainer.log_dir`` is a broadcast."""
     log_dir = trainer.log_dir
-    if log_dir and trainer.is_global_zero:
-        Path(log_dir).mkdir(parents=True, exist_ok=True)
-        data.vocab.save(Path(log_dir) / "vocab.json")
-        write_run_record(Path(log_dir) / "run.json", seed=seed, world_size=trainer.world_size)
+    if not (log_dir and trainer.is_global_zero):
+        return None
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    data.vocab.save(Path(log_dir) / "vocab.json")
+    write_run_record(Path(log_dir) / "run.json", seed=seed, world_size=trainer.world_size)
+    return Path(log_dir) / "run.json"
 
 
-def finish_loggers(trainer: pl.Trainer) -> None:
-    """Lightning leaves a wandb run open (a logger may be reused); a finished run has flushed its history and summary
-    to its (offline) folder, and the next run in this process starts a new one."""
+def finish_run(trainer: pl.Trainer, record: Path | None) -> None:
+    """After ``fit``: its duration into ``record`` (``run.json``, from :func:`record_run`; no collective call, as the
+    other ranks may have left), and the loggers finished. Lightning leaves a wandb run open (a logger may be reused);
+    a finished run has flushed its history and summary to its (offline) folder, and the next in this process starts a
+    new one."""
+    if record is not None:
+        finish_run_record(record)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero and logger._experiment is not None:
             logger.experiment.finish()

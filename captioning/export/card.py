@@ -136,6 +136,10 @@ def _training_section(config: dict) -> str:
     devices = training.get("devices")
     accelerator = training.get("accelerator")
     hardware = f"{accelerator} x {devices}" if accelerator else None
+    machine = training.get("machine") or {}
+    if machine.get("gpus") or machine.get("cpu"):
+        found = machine.get("gpus") or [f"{machine.get('cpu')} ({machine.get('cpu_cores')} cores)"]
+        hardware = f"{hardware or 'trained'} on {', '.join(sorted(set(found)))}"
     seconds = training.get("seconds")
     git = training.get("git") or {}
     rows = {

@@ -214,8 +214,9 @@ def _training(run: Path | None, run_config: dict, state: dict | None) -> dict:
     return {
         "run_folder": str(run) if run else None,
         "started": record.get("started"),
-        "seconds": _seconds(state),  # run.json records the start, not the duration
+        "seconds": record.get("fit_seconds") or _seconds(state),  # run.json's since this release
         "platform": record.get("platform"),
+        "machine": record.get("hardware"),
         "world_size": record.get("world_size"),
         "accelerator": trainer.get("accelerator"),
         "devices": trainer.get("devices"),

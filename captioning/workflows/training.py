@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from captioning.config import build, finish_loggers, record_run
+from captioning.config import build, finish_run, record_run
 
 
 @dataclass
@@ -29,9 +29,9 @@ def train(
     (``run/checkpoints/best.ckpt``, ``last.ckpt``)."""
     start = time.perf_counter()
     cli = build(fit_arguments(configs, data, run, overrides)[1:], save_config=True)
-    record_run(cli.trainer, cli.datamodule, cli.config.get("seed_everything"))
+    record = record_run(cli.trainer, cli.datamodule, cli.config.get("seed_everything"))
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    finish_loggers(cli.trainer)
+    finish_run(cli.trainer, record)
     seconds = time.perf_counter() - start
     return TrainingRun(Path(run) / "checkpoints" / "best.ckpt", seconds, sum(p.numel() for p in cli.model.parameters()))
 

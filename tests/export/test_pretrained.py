@@ -2,6 +2,7 @@
 back with no pickle, captioning exactly as the checkpoint; the card's front matter and the checkpoint's scores."""
 
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -72,7 +73,8 @@ def test_config_json_describes_the_model_and_where_it_came_from(trained_run, exp
     assert config["validation"]["score"] == pytest.approx(score, abs=1e-7)
     training = config["training"]
     assert (training["accelerator"], training["devices"], training["world_size"]) == ("cpu", 1, 1)
-    assert training["run_folder"].endswith("lightning_logs/version_0") and training["seconds"] is None
+    assert training["run_folder"].endswith("lightning_logs/version_0") and 0 < training["seconds"] < 600
+    assert training["machine"]["cpu_cores"] == os.cpu_count()  # run.json's hardware
     assert config["data"]["root"] == str(trained_run["shapes"])
 
 
@@ -89,8 +91,10 @@ def test_the_model_card_has_hub_front_matter_and_the_checkpoint_scores(trained_r
     sections = ["Model", "Data", "Validation scores", "Decoding", "Training", "Usage", "Citations"]
     assert [line[3:] for line in text.splitlines() if line.startswith("## ")] == sections
     assert f"| score | {score:.4f} |" in text and "this checkpoint (the run's best)" in text
-    assert "ResNet-18 encoder" in text and "SCA-CNN" in text and "| hardware | cpu x 1 |" in text
-    assert "| training time | unknown |" in text  # run.json records the start, not the duration
+    assert "ResNet-18 encoder" in text and "SCA-CNN" in text and "| hardware | cpu x 1 on " in text
+    assert f"({os.cpu_count()} cores)" in text  # the machine's CPU, from run.json
+    hours = json.loads((trained_run["run"] / "lightning_logs" / "version_0" / "run.json").read_text())["fit_seconds"]
+    assert f"| training time | {hours / 3600:.2f} h |" in text  # run.json's fit_seconds
     for key in ("chen2017sca", "xu2015show", "woo2018cbam"):
         assert f"@inproceedings{{{key}," in text
 

@@ -68,6 +68,8 @@ def test_same_seed_gives_the_same_losses_and_a_run_record(shapes, reference, tmp
     assert record["seed"] == 0 and record["world_size"] == 1
     assert record["versions"]["torch"] == torch.__version__.split("+")[0]
     assert record["git"] is None or len(record["git"]["commit"]) == 40
+    assert record["hardware"]["cpu_cores"] == os.cpu_count() and record["hardware"]["gpus"] == []  # CPU-only tests
+    assert 0 < record["fit_seconds"] < 600 and record["finished"] >= record["started"]  # fit's own duration
     assert (Path(again.trainer.log_dir) / "config.yaml").is_file()
 
 
