@@ -124,28 +124,10 @@ class CaptioningModel:
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
-    def settings(
-        self,
-        *,
-        beam_size: int | None = None,
-        max_len: int | None = None,
-        min_len: int | None = None,
-        length_penalty: LengthPenalty | None = None,
-        length_alpha: float | None = None,
-        block_trigrams: bool | None = None,
-        suppress_unk: bool | None = None,
-    ) -> DecodingSpec:
-        """The default decoding settings with the given ones replaced (None keeps the default)."""
-        given = {
-            "beam_size": beam_size,
-            "max_len": max_len,
-            "min_len": min_len,
-            "length_penalty": length_penalty,
-            "length_alpha": length_alpha,
-            "block_trigrams": block_trigrams,
-            "suppress_unk": suppress_unk,
-        }
-        return dataclasses.replace(self.decoding, **{k: v for k, v in given.items() if v is not None})
+    def settings(self, **overrides: object) -> DecodingSpec:
+        """The default decoding settings with ``overrides`` (:class:`DecodingSpec` fields) replaced; None keeps the
+        default. An unknown name raises ``TypeError`` (from :func:`dataclasses.replace`)."""
+        return dataclasses.replace(self.decoding, **{k: v for k, v in overrides.items() if v is not None})
 
     def prepare(self, image: ImageInput) -> torch.Tensor:
         """One image (a path, a PIL image, an (H, W, 3) array or a (3, H, W) tensor; see the module docstring) ->

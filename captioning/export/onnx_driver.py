@@ -191,7 +191,8 @@ def beam_search(
     suppress: Sequence[int] = (),
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`captioning.decoding.beam_search` in numpy over a ``step`` function; -> the best beam's word ids
-    (B, T), ``<eos>``-padded, and its penalized score (B,).
+    (B, T), ``<eos>``-padded, and its penalized score (B,). A port, not a call: this file must not import torch
+    (tests/export/test_onnx.py checks that both searches give the same tokens and scores on the same logits).
 
     Args:
         step: tokens (R,), the state (each (R, ...)), the memory -> logits (R, V) and the next state.
